@@ -1,0 +1,535 @@
+"""Typed model of ``config.yaml``: agencies, kinds, devices, sources, outgoing webhooks and rules.
+
+Only these models travel past the loader. Field-level checks (types, unknown keys, durations,
+time zones, ranges inside one condition) live here; checks that need the whole config (a rule
+naming a device that does not exist, duplicate ids, literal secrets) live in ``rules.validate``.
+
+YAML 1.1, which PyYAML reads, turns bare ``on``/``off``/``yes``/``no`` into booleans. State
+values are text, so booleans found where a state is expected are read back as ``on``/``off``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from rules.durations import parse_duration
+
+ENV_REFERENCE = re.compile(r"^\$\{([A-Z_][A-Z0-9_]*)\}$")
+ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _to_duration(value: Any) -> Any:
+    if isinstance(value, str):
+        return parse_duration(value)
+    if isinstance(value, bool):
+        raise ValueError(f"invalid duration {value!r}: use a number with s, m, h or d, e.g. 15m")
+    if isinstance(value, (int, float)):
+        raise ValueError(f"invalid duration {value!r}: add a unit, e.g. {value}m or {value}s")
+    return value
+
+
+def _to_state(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value
+
+
+def _check_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ValueError(
+            f"unknown time zone {value!r}: use an IANA name such as Asia/Jakarta (WIB), "
+            "Asia/Makassar (WITA) or Asia/Jayapura (WIT)"
+        ) from error
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_to_duration)]
+State = Annotated[str, BeforeValidator(_to_state)]
+TimeZone = Annotated[str, BeforeValidator(_check_zone)]
+Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+class Model(BaseModel):
+    """Base of every config model: unknown keys are errors, and values are not coerced silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(Model):
+    """An environment variable that holds a secret, written in YAML as ``${NAME}``."""
+
+    env: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            match = ENV_REFERENCE.match(value.strip())
+            if not match:
+                raise ValueError(
+                    "secrets must not be written in config.yaml: reference an environment "
+                    "variable instead, e.g. ${SIMPUL_GATEWAY_TOKEN}"
+                )
+            return {"env": match.group(1)}
+        return value
+
+
+# --- agencies, kinds and devices -------------------------------------------------------------
+
+
+class Team(Model):
+    """A field team of an agency; dispatch jobs are assigned to teams."""
+
+    id: Identifier
+    name: str
+    phone: str | None = None
+
+
+class Agency(Model):
+    """A tenant: owns devices, rules, teams and users."""
+
+    id: Identifier
+    name: str
+    timezone: TimeZone = "Asia/Jakarta"
+    teams: list[Team] = []
+
+
+class Metric(Model):
+    """One measured quantity of a device kind: numeric with a unit and a valid range, or a state."""
+
+    unit: str | None = None
+    min: float | None = None
+    max: float | None = None
+    states: list[State] | None = None
+
+    @model_validator(mode="after")
+    def _check_range(self) -> Metric:
+        if self.min is not None and self.max is not None and self.min >= self.max:
+            raise ValueError(f"min ({self.min}) must be less than max ({self.max})")
+        if self.states is not None and (self.unit or self.min is not None or self.max is not None):
+            raise ValueError("a state metric (states) takes no unit, min or max")
+        return self
+
+    @property
+    def is_state(self) -> bool:
+        return self.states is not None
+
+
+class Kind(Model):
+    """A device kind: the metrics its devices report and how long they may stay silent."""
+
+    name: str | None = None
+    metrics: dict[str, Metric]
+    offline_after: Duration | None = None
+
+
+class Location(Model):
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    address: str | None = None
+
+
+class Device(Model):
+    """A registered sensor or actuator."""
+
+    id: Identifier
+    name: str
+    agency: str
+    kind: str
+    location: Location | None = None
+    tags: list[str] = []
+    attributes: dict[str, float | int | str] = {}
+    offline_after: Duration | None = None
+    enabled: bool = True
+
+
+# --- sources -----------------------------------------------------------------------------------
+
+
+class HttpAuth(Model):
+    """How a sender authenticates: a bearer token, or an HMAC-SHA256 signature of the body."""
+
+    token: SecretRef | None = None
+    hmac_secret: SecretRef | None = None
+    max_skew: Duration = timedelta(minutes=5)
+
+    @model_validator(mode="after")
+    def _one_method(self) -> HttpAuth:
+        if (self.token is None) == (self.hmac_secret is None):
+            raise ValueError("set exactly one of token or hmac_secret")
+        return self
+
+
+class Timestamp(Model):
+    """Where a file row's event time is and how to read it; ``format`` is strptime syntax or ``iso``."""
+
+    column: str | None = None
+    date_column: str | None = None
+    time_column: str | None = None
+    format: str = "iso"
+    timezone: TimeZone | None = None
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> Timestamp:
+        split = self.date_column is not None or self.time_column is not None
+        if split == (self.column is not None):
+            raise ValueError("set either column, or date_column with time_column")
+        if split and (self.date_column is None or self.time_column is None):
+            raise ValueError("date_column and time_column go together")
+        return self
+
+
+class DeviceColumn(Model):
+    """The column that names the device in a long file, and how its values map to device ids."""
+
+    column: str
+    map: dict[str, str] = {}
+    strip: bool = True
+
+
+class MetricColumn(Model):
+    """A column that holds one metric; ``scale`` multiplies each value (e.g. 0.1 for mm to cm)."""
+
+    column: str
+    metric: str
+    scale: float = 1.0
+
+
+class WideColumn(MetricColumn):
+    """A column of a wide file: one device's metric."""
+
+    device: str
+
+
+class FileSource(Model):
+    """A CSV or JSONL export to replay, described entirely in config."""
+
+    id: Identifier
+    type: Literal["file"]
+    format: Literal["csv", "jsonl"] = "csv"
+    layout: Literal["long", "wide"] = "long"
+    timestamp: Timestamp
+    device: DeviceColumn | None = None
+    metrics: list[MetricColumn] = []
+    columns: list[WideColumn] = []
+    missing: list[str] = ["", "-", "NaN", "nan", "null"]
+    decimal: Literal[".", ","] = "."
+    delimiter: str = ","
+    encoding: str = "utf-8-sig"
+    skip_rows: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _check_layout(self) -> FileSource:
+        if self.layout == "long" and (self.device is None or not self.metrics):
+            raise ValueError("a long file needs device and metrics")
+        if self.layout == "wide" and not self.columns:
+            raise ValueError("a wide file needs columns, one per device and metric")
+        return self
+
+
+class HttpSource(Model):
+    """A sender that posts readings to ``POST /api/v1/readings``."""
+
+    id: Identifier
+    type: Literal["http"]
+    auth: HttpAuth
+    timezone: TimeZone | None = None
+
+
+class SimulatedSource(Model):
+    """A clearly labelled simulated feed that drives the example config on a fresh machine."""
+
+    id: Identifier
+    type: Literal["simulated"]
+    interval: Duration = timedelta(seconds=2)
+    devices: list[str] = []
+
+
+Source = Annotated[FileSource | HttpSource | SimulatedSource, Field(discriminator="type")]
+
+
+class WebhookTarget(Model):
+    """An outgoing webhook receiver; every POST is signed with the secret."""
+
+    id: Identifier
+    url: str
+    secret: SecretRef
+    timeout: Duration = timedelta(seconds=10)
+    max_attempts: int = Field(default=6, ge=1, le=50)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"invalid url {value!r}: it must start with http:// or https://")
+        return value
+
+
+# --- rules -------------------------------------------------------------------------------------
+
+
+class AttributeRef(Model):
+    """A threshold taken from the device's ``attributes``, so each device carries its own level."""
+
+    attribute: str
+
+
+Threshold = float | AttributeRef
+
+
+class Change(Model):
+    """Change of a metric over a window: the newest value minus the oldest value inside ``over``."""
+
+    over: Duration
+    above: float | None = None
+    below: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Change:
+        if self.above is None and self.below is None:
+            raise ValueError("change needs above or below")
+        if self.above is not None and self.below is not None and self.below <= self.above:
+            raise ValueError(f"below ({self.below}) must be greater than above ({self.above}) for a change band")
+        return self
+
+
+def check_comparison(comparison: Comparison) -> None:
+    """Reject a comparison that tests nothing or that no value can satisfy."""
+    tests = [
+        comparison.above,
+        comparison.below,
+        comparison.between,
+        comparison.equals,
+        comparison.not_equals,
+        comparison.change,
+    ]
+    if all(test is None for test in tests):
+        raise ValueError("no comparison: give above, below, between, equals, not_equals or change")
+
+    above, below = comparison.above, comparison.below
+    if isinstance(above, (int, float)) and isinstance(below, (int, float)) and below <= above:
+        raise ValueError(
+            f"below ({below}) is not greater than above ({above}): no value can satisfy both; "
+            "for 'above X or below Y' write two rules"
+        )
+    if comparison.between is not None:
+        low, high = comparison.between
+        if isinstance(low, (int, float)) and isinstance(high, (int, float)) and low > high:
+            raise ValueError(f"between [{low}, {high}]: the first bound must not exceed the second")
+
+
+class Comparison(Model):
+    """A test on one value. ``above``/``below`` are strict; ``between`` is inclusive.
+
+    With both ``above`` and ``below`` the value must lie strictly inside the band, so ``below``
+    must be greater than ``above``.
+    """
+
+    above: Threshold | None = None
+    below: Threshold | None = None
+    between: tuple[Threshold, Threshold] | None = None
+    equals: State | float | None = None
+    not_equals: State | float | None = None
+    change: Change | None = None
+
+    def has_test(self) -> bool:
+        return any(
+            test is not None
+            for test in (self.above, self.below, self.between, self.equals, self.not_equals, self.change)
+        )
+
+
+class Selector(Model):
+    """Which devices a rule applies to: one device, or every device of a kind, tag or agency."""
+
+    device: str | None = None
+    kind: str | None = None
+    tag: str | None = None
+    agency: str | None = None
+
+    @model_validator(mode="after")
+    def _check_selector(self) -> Selector:
+        if self.device is None and self.kind is None and self.tag is None and self.agency is None:
+            raise ValueError("say which devices the rule watches: device, kind, tag or agency")
+        if self.device is not None and (self.kind or self.tag or self.agency):
+            raise ValueError("device names one device; do not combine it with kind, tag or agency")
+        return self
+
+
+class Trigger(Selector, Comparison):
+    """The ``when`` of a rule: a selector, a metric and a comparison held for ``for``.
+
+    ``offline`` makes the trigger "no valid reading for this long" instead of a comparison.
+    """
+
+    metric: str | None = None
+    for_: Duration = Field(default=timedelta(0), alias="for")
+    offline: Duration | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _check_trigger(self) -> Trigger:
+        if self.offline is not None:
+            if self.metric is not None or self.has_test():
+                raise ValueError("an offline trigger takes no metric or comparison: it watches the whole device")
+            return self
+        if self.metric is None:
+            raise ValueError("missing metric: say which metric the rule compares, e.g. metric: level")
+        check_comparison(self)
+        return self
+
+
+class Clear(Comparison):
+    """The ``clear`` of a rule: its own condition (hysteresis) and how long it must hold."""
+
+    for_: Duration = Field(default=timedelta(0), alias="for")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _check_clear(self) -> Clear:
+        # A clear with only `for` keeps the default: the trigger condition is false.
+        if self.has_test():
+            check_comparison(self)
+        return self
+
+
+class Context(Comparison):
+    """A condition on another device's latest value, no older than ``max_age``."""
+
+    device: str
+    metric: str
+    max_age: Duration
+
+    @model_validator(mode="after")
+    def _check_context(self) -> Context:
+        check_comparison(self)
+        return self
+
+
+class Schedule(Model):
+    """When a rule is active, in its agency's time zone; ``to`` before ``from`` spans midnight."""
+
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = list(WEEKDAYS)
+    from_: str = Field(default="00:00", alias="from")
+    to: str = "24:00"
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("from_", "to")
+    @classmethod
+    def _check_clock(cls, value: str) -> str:
+        match = re.match(r"^([01]\d|2[0-4]):([0-5]\d)$", str(value))
+        if not match or (match.group(1) == "24" and match.group(2) != "00"):
+            raise ValueError(f"invalid time of day {value!r}: use HH:MM, e.g. 06:00")
+        return value
+
+    def minutes(self) -> tuple[int, int]:
+        start_hours, start_minutes = self.from_.split(":")
+        end_hours, end_minutes = self.to.split(":")
+        return int(start_hours) * 60 + int(start_minutes), int(end_hours) * 60 + int(end_minutes)
+
+
+class AlertAction(Model):
+    message: str
+
+
+class DispatchAction(Model):
+    team: str
+    title: str
+    due: Duration = timedelta(hours=4)
+
+
+class WebhookAction(Model):
+    target: str
+    message: str | None = None
+
+
+class LogAction(Model):
+    message: str
+
+
+class Action(Model):
+    """One entry of ``then``: exactly one of alert, dispatch, webhook or log."""
+
+    alert: AlertAction | None = None
+    dispatch: DispatchAction | None = None
+    webhook: WebhookAction | None = None
+    log: LogAction | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Action:
+        given = [name for name in ("alert", "dispatch", "webhook", "log") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("each action names exactly one of alert, dispatch, webhook or log")
+        return self
+
+    @property
+    def type(self) -> str:
+        for name in ("alert", "dispatch", "webhook", "log"):
+            if getattr(self, name) is not None:
+                return name
+        raise AssertionError("validated action has no type")
+
+    @property
+    def spec(self) -> AlertAction | DispatchAction | WebhookAction | LogAction:
+        return getattr(self, self.type)  # type: ignore[no-any-return]
+
+
+class Flapping(Model):
+    """An instance that fires ``fires`` times within ``window`` is flapping."""
+
+    fires: int = Field(default=4, ge=2)
+    window: Duration = timedelta(hours=1)
+
+
+class Rule(Model):
+    """when / for / clear / then, applied to every device its selector matches."""
+
+    id: Identifier
+    name: str
+    agency: str
+    enabled: bool = True
+    severity: Literal["low", "medium", "high", "critical"] = "medium"
+    when: Trigger
+    conditions: list[Context] = Field(default=[], alias="and")
+    schedule: Schedule | None = None
+    clear: Clear | None = None
+    cooldown: Duration = timedelta(0)
+    flapping: Flapping = Flapping()
+    then: list[Action] = []
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Settings(Model):
+    """Hub-wide settings under the ``simpul`` key."""
+
+    language: Literal["id", "en"] = "id"
+    timezone: TimeZone = "Asia/Jakarta"
+    database: str = "sqlite:///var/simpul.db"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    future_tolerance: Duration = timedelta(minutes=5)
+
+
+class Config(Model):
+    """The whole ``config.yaml``."""
+
+    simpul: Settings = Settings()
+    agencies: list[Agency] = []
+    kinds: dict[str, Kind] = {}
+    devices: list[Device] = []
+    sources: list[Source] = []
+    webhooks: list[WebhookTarget] = []
+    rules: list[Rule] = []
