@@ -303,22 +303,17 @@ class Change(Model):
 
 def check_comparison(comparison: Comparison) -> None:
     """Reject a comparison that tests nothing or that no value can satisfy."""
-    tests = [
-        comparison.above,
-        comparison.below,
-        comparison.between,
-        comparison.equals,
-        comparison.not_equals,
-        comparison.change,
-    ]
-    if all(test is None for test in tests):
-        raise ValueError("no comparison: give above, below, between, equals, not_equals or change")
-
-    above, below = comparison.above, comparison.below
-    if isinstance(above, (int, float)) and isinstance(below, (int, float)) and below <= above:
+    if not comparison.has_test():
         raise ValueError(
-            f"below ({below}) is not greater than above ({above}): no value can satisfy both; "
-            "for 'above X or below Y' write two rules"
+            "no comparison: give above, below, at_least, at_most, between, equals, not_equals or change"
+        )
+
+    lower = comparison.above if comparison.above is not None else comparison.at_least
+    upper = comparison.below if comparison.below is not None else comparison.at_most
+    if isinstance(lower, (int, float)) and isinstance(upper, (int, float)) and upper <= lower:
+        raise ValueError(
+            f"the upper bound ({upper}) is not greater than the lower bound ({lower}): no value can "
+            "satisfy both; for 'above X or below Y' write two rules"
         )
     if comparison.between is not None:
         low, high = comparison.between
@@ -327,7 +322,8 @@ def check_comparison(comparison: Comparison) -> None:
 
 
 class Comparison(Model):
-    """A test on one value. ``above``/``below`` are strict; ``between`` is inclusive.
+    """A test on one value. ``above``/``below`` are strict; ``at_least``/``at_most`` and ``between``
+    are inclusive (Siaga levels are published as "at or above").
 
     With both ``above`` and ``below`` the value must lie strictly inside the band, so ``below``
     must be greater than ``above``.
@@ -335,6 +331,8 @@ class Comparison(Model):
 
     above: Threshold | None = None
     below: Threshold | None = None
+    at_least: Threshold | None = None
+    at_most: Threshold | None = None
     between: tuple[Threshold, Threshold] | None = None
     equals: State | float | None = None
     not_equals: State | float | None = None
@@ -343,7 +341,16 @@ class Comparison(Model):
     def has_test(self) -> bool:
         return any(
             test is not None
-            for test in (self.above, self.below, self.between, self.equals, self.not_equals, self.change)
+            for test in (
+                self.above,
+                self.below,
+                self.at_least,
+                self.at_most,
+                self.between,
+                self.equals,
+                self.not_equals,
+                self.change,
+            )
         )
 
 
