@@ -1,0 +1,194 @@
+"""Simpul hub: wires config, store, engine, integrations and the HTTP API together, and is the CLI.
+
+    python hub.py run     [--config PATH] [--db URL] [--host H] [--port N] [--no-simulate]
+    python hub.py check   [--config PATH] [--lang id|en]
+    python hub.py replay  FILE [--config PATH] [--db URL] [--source ID] [--json] [--send-actions]
+    python hub.py alerts  list|ack|resolve ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+logger = logging.getLogger("simpul")
+
+DEFAULT_CONFIG = "config.yaml"
+
+
+def _load(config_path: str, lang: str | None = None):  # type: ignore[no-untyped-def]
+    """Load the config; print every problem and carry on with the valid parts."""
+    from rules.loader import load_config
+
+    loaded = load_config(Path(config_path))
+    language = lang or loaded.config.simpul.language
+    for problem in loaded.problems:
+        logger.error("%s", problem.format(language))
+    if loaded.problems:
+        logger.error("%d config problems: the items above were skipped; run `python hub.py check` for details", len(loaded.problems))
+    return loaded.config
+
+
+def _database_url(config_url: str, override: str | None) -> str:
+    from rules.secrets import resolve_env_references
+
+    return resolve_env_references(override or os.environ.get("SIMPUL_DATABASE_URL") or config_url)
+
+
+def command_check(args: argparse.Namespace) -> int:
+    from rules.check import run_check
+
+    return run_check(Path(args.config), lang=args.lang)
+
+
+def command_replay(args: argparse.Namespace) -> int:
+    from rules.replay import ReplayError, replay_file
+    from rules.store.db import connect
+
+    config = _load(args.config)
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"error: file not found: {path}", file=sys.stderr)
+        return 2
+
+    with tempfile.TemporaryDirectory(prefix="simpul-replay-") as scratch:
+        url = args.db or f"sqlite:///{scratch}/replay.db"
+        db = connect(url)
+        try:
+            summary = replay_file(
+                path,
+                config,
+                db,
+                source_id=args.source,
+                progress=not args.json and sys.stderr.isatty(),
+                send_actions=args.send_actions,
+            )
+        except ReplayError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        finally:
+            db.dispose()
+
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False))
+    else:
+        _print_summary(summary)
+    return 0
+
+
+def _print_summary(summary: dict) -> None:  # type: ignore[type-arg]
+    readings = summary["readings"]
+    alerts = summary["alerts"]
+    print(f"file: {summary['file']}  ({summary['seconds']} s, {summary['readings_per_second']} readings/s)")
+    print(
+        f"readings: {readings['total']} total, {readings['accepted']} accepted, {readings['duplicate']} duplicate, "
+        f"{readings['late']} late, {readings['rejected']} rejected"
+    )
+    for reason, count in readings["rejected_by_reason"].items():
+        print(f"  rejected {reason}: {count}")
+    print(f"alerts: {alerts['opened']} opened, {alerts['resolved']} resolved, {alerts['open_at_end']} still open")
+    for rule_id, count in summary["firings"].items():
+        print(f"  {rule_id}: fired {count}x")
+    runs = ", ".join(f"{count} {status}" for status, count in sorted(summary["action_runs"].items())) or "none"
+    print(f"action runs: {runs}")
+
+
+def command_alerts(args: argparse.Namespace) -> int:
+    from rules.store import ops
+    from rules.store.db import connect
+
+    config = _load(args.config)
+    db = connect(_database_url(config.simpul.database, args.db))
+    try:
+        if args.action == "list":
+            for alert in ops.list_alerts(engine=db, status=args.status, limit=args.limit):
+                print(
+                    f"{alert.id:>6}  {alert.status:<12} {alert.severity:<8} {alert.opened_at:%Y-%m-%d %H:%M}Z  "
+                    f"{alert.rule_id} @ {alert.device_id}: {alert.message}"
+                )
+            return 0
+        if not args.by:
+            print("error: say who you are with --by NAME; the audit log records it", file=sys.stderr)
+            return 2
+        step = ops.acknowledge_alert if args.action == "ack" else ops.resolve_alert
+        try:
+            alert = step(engine=db, alert_id=args.id, by=args.by, note=args.note)
+        except (ops.AlertNotFound, ops.AlertStateError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        print(f"alert {alert.id} is now {alert.status}")
+        return 0
+    finally:
+        db.dispose()
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from integrations.runtime import run_hub
+
+    config = _load(args.config)
+    url = _database_url(config.simpul.database, args.db)
+    return run_hub(config, url, host=args.host, port=args.port, simulate=not args.no_simulate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hub.py", description="Simpul rules and workflow hub")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="start the hub: HTTP API, rule engine and action workers")
+    run.add_argument("--config", default=DEFAULT_CONFIG, help="config file (default: config.yaml)")
+    run.add_argument("--db", help="database URL (default: simpul.database in the config, or $SIMPUL_DATABASE_URL)")
+    run.add_argument("--host", help="address to listen on (default: simpul.host in the config)")
+    run.add_argument("--port", type=int, help="TCP port to listen on (default: simpul.port in the config)")
+    run.add_argument("--no-simulate", action="store_true", help="do not start the config's simulated sources")
+    run.set_defaults(handler=command_run)
+
+    check = commands.add_parser("check", help="validate the config and print every problem")
+    check.add_argument("--config", default=DEFAULT_CONFIG, help="config file (default: config.yaml)")
+    check.add_argument("--lang", choices=("id", "en"), help="message language (default: simpul.language, else id)")
+    check.set_defaults(handler=command_check)
+
+    replay = commands.add_parser("replay", help="replay a CSV or JSONL export through the rules")
+    replay.add_argument("file", help="the export to replay")
+    replay.add_argument("--config", default=DEFAULT_CONFIG, help="config with the file source and rules")
+    replay.add_argument("--db", help="database URL to replay into (default: a temporary SQLite file)")
+    replay.add_argument("--source", help="file source id, when the config has several")
+    replay.add_argument("--json", action="store_true", help="print one JSON object with the counts")
+    replay.add_argument("--send-actions", action="store_true", help="deliver webhooks too (default: record them as skipped)")
+    replay.set_defaults(handler=command_replay)
+
+    alerts = commands.add_parser("alerts", help="list, acknowledge or resolve alerts")
+    alerts.add_argument("--config", default=DEFAULT_CONFIG)
+    alerts.add_argument("--db", help="database URL (default: from the config)")
+    alert_actions = alerts.add_subparsers(dest="action", required=True)
+    listing = alert_actions.add_parser("list", help="list alerts, newest first")
+    listing.add_argument("--status", choices=("open", "acknowledged", "resolved"))
+    listing.add_argument("--limit", type=int, default=50)
+    for name in ("ack", "resolve"):
+        step = alert_actions.add_parser(name, help=f"{'acknowledge' if name == 'ack' else 'resolve'} an alert")
+        step.add_argument("id", type=int, help="alert id")
+        step.add_argument("--by", help="your name, for the audit log")
+        step.add_argument("--note", help="a note stored with the alert")
+    alerts.set_defaults(handler=command_alerts)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The only module that imports durable_rules.
+
+durable_rules evaluates every rule condition here. The rest of the hub sees one small interface:
+register a condition set, then ask whether one edge of it holds for one probe (a flat dict of
+the values a condition reads).
+
+How it is used, and why:
+1. State lives in the hub's store, not in durable_rules. Its timers run on the wall clock and
+   are not persisted, and a ruleset holds at most 1024 live sessions, so durable_rules is used
+   as a stateless matcher: every probe is an event in a single session and is consumed or
+   rejected at once. Event-time durations are handled by the instance state machines.
+2. An event is consumed by the first rule that matches it, so one event cannot answer several
+   questions. Each probe therefore names the one edge it tests (``enter``, ``abort``,
+   ``clear``, ``relapse``), and every condition set is its own ruleset. A ruleset with hundreds
+   of rules makes every post scan all of them; one small ruleset per condition set keeps a post
+   independent of the total number of rules.
+3. ``post_batch`` aborts every action of the batch when one event matches nothing, so probes
+   are posted one at a time. A probe that matches nothing raises MessageNotHandledException,
+   which here simply means "false".
+4. A ruleset name cannot be registered twice in one process, so names carry a hash of the
+   definition: an unchanged rule reuses its ruleset after a config reload.
+5. Actions run synchronously inside ``post`` for a single event, and only set a flag; an
+   exception raised inside an action would be swallowed by durable_rules.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from durable import engine as durable_engine
+
+Expression = dict[str, Any]
+EDGES = ("enter", "abort", "clear", "relapse")
+
+
+class DurableMatcher:
+    """Registers condition sets as durable_rules rulesets and evaluates probes against them."""
+
+    def __init__(self) -> None:
+        self._host = durable_engine.Host()
+        self._registered: set[str] = set()
+        self._ids = itertools.count(1)
+        self._matched = False
+        self._lock = threading.Lock()
+
+    def register(self, key: str, edges: Mapping[str, Expression]) -> str:
+        """Register the edges of one condition set and return the ruleset name to probe.
+
+        ``edges`` maps an edge name to a durable_rules expression over probe fields. Registering
+        the same key and expressions again returns the existing ruleset.
+        """
+        unknown = set(edges) - set(EDGES)
+        if unknown:
+            raise ValueError(f"unknown edges {sorted(unknown)}: expected some of {EDGES}")
+
+        digest = hashlib.sha1(json.dumps(edges, sort_keys=True).encode()).hexdigest()[:12]
+        name = f"{key}~{digest}"
+        with self._lock:
+            if name in self._registered:
+                return name
+
+            # durable_rules edits the definition in place, so it gets its own copy.
+            definition = {
+                edge: {"all": [{"m": {"$and": [{"edge": edge}, copy.deepcopy(expression)]}}], "run": self._on_match}
+                for edge, expression in edges.items()
+            }
+            self._host.set_rulesets({name: definition})
+            self._registered.add(name)
+        return name
+
+    def holds(self, ruleset: str, edge: str, probe: dict[str, Any]) -> bool:
+        """Return whether ``edge`` of ``ruleset`` holds for the probe's values."""
+        event = dict(probe)
+        event["id"] = next(self._ids)
+        event["sid"] = "0"
+        event["edge"] = edge
+
+        self._matched = False
+        try:
+            self._host.post(ruleset, event)
+        except durable_engine.MessageNotHandledException:
+            return False
+        return self._matched
+
+    def _on_match(self, _context: Any) -> None:
+        self._matched = True
+
+
+# --- expressions ---------------------------------------------------------------------------------
+# Small builders so that callers never write durable_rules' JSON operators themselves.
+
+
+def greater(field: str, value: float) -> Expression:
+    return {"$gt": {field: value}}
+
+
+def greater_or_equal(field: str, value: float) -> Expression:
+    return {"$gte": {field: value}}
+
+
+def less(field: str, value: float) -> Expression:
+    return {"$lt": {field: value}}
+
+
+def less_or_equal(field: str, value: float) -> Expression:
+    return {"$lte": {field: value}}
+
+
+def equal(field: str, value: float | str) -> Expression:
+    return {field: value}
+
+
+def not_equal(field: str, value: float | str) -> Expression:
+    return {"$neq": {field: value}}
+
+
+def all_of(*expressions: Expression) -> Expression:
+    if len(expressions) == 1:
+        return expressions[0]
+    return {"$and": list(expressions)}
+
+
+def any_of(*expressions: Expression) -> Expression:
+    if len(expressions) == 1:
+        return expressions[0]
+    return {"$or": list(expressions)}

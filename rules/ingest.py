@@ -1,0 +1,117 @@
+"""Live ingestion: one writer thread that owns the pipeline, with group commit.
+
+Senders (HTTP requests, integrations) call ``submit`` from any thread and get a future that
+completes after their readings are committed. The writer takes whatever is queued, up to
+``max_batch`` readings, processes each sender's readings in one transaction per source, and
+completes the futures. Many small requests therefore share commits, while each request is
+still acknowledged only after its own readings are durable. Once a second the writer moves the
+engine clock to the wall clock, so ``for`` durations fire without new readings.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime
+
+from rules.pipeline import Pipeline
+from rules.readings import RawReading, ReadingResult
+from rules.store.models import utc_now
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Submission:
+    source_id: str
+    readings: Sequence[RawReading]
+    future: Future[list[ReadingResult]]
+
+
+class IngestorStopped(RuntimeError):
+    """Raised by ``submit`` after ``stop``."""
+
+
+class Ingestor:
+    """Serialises all writes to the pipeline on one thread."""
+
+    def __init__(self, pipeline: Pipeline, *, max_batch: int = 5000, tick_seconds: float = 1.0) -> None:
+        self.pipeline = pipeline
+        self.max_batch = max_batch
+        self.tick_seconds = tick_seconds
+        self._queue: queue.Queue[_Submission | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="simpul-ingestor", daemon=True)
+        self._stopped = threading.Event()
+        self._last_tick: datetime | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopped.set()
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def submit(self, source_id: str, readings: Sequence[RawReading]) -> Future[list[ReadingResult]]:
+        if self._stopped.is_set():
+            raise IngestorStopped("the hub is stopping; send the readings again later")
+        future: Future[list[ReadingResult]] = Future()
+        self._queue.put(_Submission(source_id, readings, future))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=self.tick_seconds)
+            except queue.Empty:
+                self._tick()
+                continue
+            if first is None:
+                return
+            batch = [first]
+            size = len(first.readings)
+            while size < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)
+                    break
+                batch.append(item)
+                size += len(item.readings)
+            self._write(batch)
+            self._tick()
+
+    def _write(self, batch: list[_Submission]) -> None:
+        by_source: dict[str, list[_Submission]] = {}
+        for submission in batch:
+            by_source.setdefault(submission.source_id, []).append(submission)
+
+        for source_id, submissions in by_source.items():
+            readings = [reading for submission in submissions for reading in submission.readings]
+            try:
+                results = self.pipeline.process(source_id, readings)
+            except Exception as error:  # noqa: BLE001 - every waiting sender must hear of the failure
+                for submission in submissions:
+                    submission.future.set_exception(error)
+                continue
+            offset = 0
+            for submission in submissions:
+                count = len(submission.readings)
+                submission.future.set_result(results[offset : offset + count])
+                offset += count
+
+    def _tick(self) -> None:
+        now = utc_now()
+        if self._last_tick is not None and (now - self._last_tick).total_seconds() < self.tick_seconds:
+            return
+        self._last_tick = now
+        try:
+            self.pipeline.tick(now)
+        except Exception:
+            logger.exception("clock tick at %s failed", now.isoformat())

@@ -1,0 +1,409 @@
+"""The data path: normalise -> store -> evaluate -> alerts and action runs, one transaction per batch.
+
+A batch's readings, the instance state changes they cause, the alerts they open or resolve and
+the action runs they create are committed together, and only then are results returned to the
+sender. A crash before the commit loses the whole batch (the sender has no acknowledgement and
+sends again); a crash after it loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine as DbEngine
+from sqlmodel import Session
+
+from rules.config import Config, Device
+from rules.durable import DurableMatcher
+from rules.engine import Engine, Firing, NormalReading, Resolution
+from rules.normalize import Normalizer, Rejection
+from rules.readings import RawReading, ReadingResult
+from rules.store import ops
+from rules.store.models import ActionRun, Alert, DispatchJob, utc_now
+from rules.templates import render
+
+logger = logging.getLogger(__name__)
+
+# Actions that only write to the store run inside the firing's transaction; the others wait in
+# the outbox for a worker.
+LOCAL_ACTIONS = frozenset({"alert", "dispatch", "log"})
+
+
+@dataclass
+class Tally:
+    """Counts kept while a pipeline runs; replay prints them."""
+
+    readings: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    firings: Counter[str] = field(default_factory=Counter)
+    opened: Counter[str] = field(default_factory=Counter)
+    resolved: Counter[str] = field(default_factory=Counter)
+
+
+class Pipeline:
+    """Runs batches of raw readings through normalisation, the store and the engine.
+
+    ``event_clock=True`` (replay) moves the clock to each reading's event time; otherwise the
+    clock is the wall clock, moved by ``tick``. ``send_actions=False`` records outbox runs as
+    skipped instead of pending, so a replay of history calls nobody.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        db: DbEngine,
+        *,
+        event_clock: bool,
+        send_actions: bool = True,
+        matcher: DurableMatcher | None = None,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.event_clock = event_clock
+        self.send_actions = send_actions
+        self.matcher = matcher or DurableMatcher()
+        self.normalizer = Normalizer(config)
+        self.tally = Tally()
+        self.lock = threading.Lock()
+        self.source_zones = {
+            source.id: getattr(source, "timezone", None) for source in config.sources
+        }
+        self.teams = {team.id: agency.id for agency in config.agencies for team in agency.teams}
+        self.engine = self._load_engine()
+
+    # --- start-up ----------------------------------------------------------------------------
+
+    def _load_engine(self) -> Engine:
+        engine = Engine(self.config, self.matcher)
+        saved = ops.load_instances(engine=self.db)
+        stale = engine.restore(saved)
+        latest = ops.load_latest_values(engine=self.db)
+        newest = max((ts for ts, _value in latest.values()), default=None)
+        history = ops.load_history(engine=self.db, keys=engine.history_window, until=newest) if newest else []
+        engine.seed(latest=latest, history=history)
+        self.newest = {key: ts for key, (ts, _value) in latest.items()}
+        if stale:
+            self._retire(stale)
+        if newest is not None:
+            engine.start_clock(newest if self.event_clock else max(newest, utc_now()))
+        elif not self.event_clock:
+            engine.start_clock(utc_now())
+        logger.info(
+            "engine loaded: %d rules, %d instances, %d restored from the store",
+            len(engine.rules),
+            len(engine.instances),
+            len(saved) - len(stale),
+        )
+        return engine
+
+    def _retire(self, stale: Sequence[Any]) -> None:
+        """Resolve the open alerts of instances whose rule changed or was removed."""
+        now = utc_now()
+        with Session(self.db) as session:
+            for instance in stale:
+                if instance.open_alert_id is not None:
+                    ops.resolve_alert_in(
+                        session=session, alert_id=instance.open_alert_id, at=now, by="simpul", note="rule changed or removed"
+                    )
+            ops.delete_instances(session=session, keys=[(i.rule_id, i.device_id) for i in stale])
+            session.commit()
+        logger.info("reset %d rule instances whose rule changed or was removed", len(stale))
+
+    # --- batches -----------------------------------------------------------------------------
+
+    def process(self, source_id: str, raws: Sequence[RawReading], *, now: datetime | None = None) -> list[ReadingResult]:
+        """Store and evaluate a batch; return one result per raw reading, in order."""
+        with self.lock:
+            try:
+                return self._process(source_id, raws, now)
+            except Exception:
+                logger.exception("batch from source %s failed; reloading engine state from the store", source_id)
+                self.engine = self._load_engine()
+                raise
+
+    def _process(self, source_id: str, raws: Sequence[RawReading], now: datetime | None) -> list[ReadingResult]:
+        received = now or utc_now()
+        zone = self.source_zones.get(source_id)
+        future_check = None if self.event_clock else received
+        results: list[ReadingResult | None] = [None] * len(raws)
+        accepted: list[tuple[int, NormalReading]] = []
+        rejected_rows: list[dict[str, Any]] = []
+        seen_uids: set[str] = set()
+        seen_keys: set[tuple[str, str, datetime]] = set()
+
+        # 1. Normalise, and drop duplicates inside the batch itself.
+        for index, raw in enumerate(raws):
+            outcome = self.normalizer.normalize(raw, source_id=source_id, zone=zone, now=future_check)
+            if isinstance(outcome, Rejection):
+                results[index] = ReadingResult("rejected", raw.id, outcome.reason, outcome.detail)
+                rejected_rows.append(_rejected_row(outcome, source_id, received))
+                self.tally.rejected[outcome.reason] += 1
+                continue
+            key = (outcome.device_id, outcome.metric, outcome.ts)
+            if outcome.uid in seen_uids or key in seen_keys:
+                results[index] = ReadingResult("duplicate", outcome.uid)
+                continue
+            seen_uids.add(outcome.uid)
+            seen_keys.add(key)
+            accepted.append((index, outcome))
+
+        with Session(self.db) as session:
+            # 2. Store; whatever the store already had is a duplicate.
+            rows = [_reading_row(reading, received) for _index, reading in accepted]
+            inserted = ops.insert_readings(session=session, rows=rows)
+            ops.insert_rejected(session=session, rows=rejected_rows)
+
+            # 3. Evaluate new readings in order; older than the newest of their metric is late.
+            late_uids = []
+            for index, reading in accepted:
+                if reading.uid not in inserted:
+                    results[index] = ReadingResult("duplicate", reading.uid)
+                    continue
+                key2 = (reading.device_id, reading.metric)
+                newest = self.newest.get(key2)
+                if newest is not None and reading.ts < newest:
+                    late_uids.append(reading.uid)
+                    results[index] = ReadingResult("accepted", reading.uid, late=True)
+                    continue
+                self.newest[key2] = reading.ts
+                self.engine.advance(reading.ts if self.event_clock else max(received, self.engine.clock or received))
+                self.engine.evaluate(reading)
+                results[index] = ReadingResult("accepted", reading.uid)
+            ops.mark_late(session=session, uids=late_uids)
+
+            # 4. Alerts, action runs and instance state, in the same transaction.
+            self._apply_effects(session, received)
+            session.commit()
+
+        self.tally.readings["accepted"] += sum(1 for r in results if r is not None and r.outcome == "accepted")
+        self.tally.readings["duplicate"] += sum(1 for r in results if r is not None and r.outcome == "duplicate")
+        self.tally.readings["late"] += len(late_uids)
+        self.tally.readings["rejected"] += len(rejected_rows)
+        if rejected_rows:
+            logger.debug("source %s: %d readings rejected", source_id, len(rejected_rows))
+        return [result for result in results if result is not None]
+
+    def tick(self, now: datetime) -> None:
+        """Move the clock to ``now`` and commit whatever deadlines fire."""
+        with self.lock:
+            self.engine.advance(now)
+            if not self.engine.effects and not self.engine.dirty:
+                return
+            with Session(self.db) as session:
+                self._apply_effects(session, utc_now())
+                session.commit()
+
+    # --- effects -----------------------------------------------------------------------------
+
+    def _apply_effects(self, session: Session, now: datetime) -> None:
+        for effect in self.engine.take_effects():
+            if isinstance(effect, Firing):
+                self._on_firing(session, effect, now)
+            else:
+                self._on_resolution(session, effect)
+        ops.save_instances(session=session, instances=self.engine.take_dirty(), now=now)
+
+    def _on_firing(self, session: Session, firing: Firing, now: datetime) -> None:
+        rule = firing.rule.rule
+        fields = self._template_fields(firing)
+        alert_action = next((action.alert for action in rule.then if action.alert is not None), None)
+        message = render(alert_action.message, fields) if alert_action else f"{rule.name}: {fields['value']}"
+
+        alert_id = ops.open_alert(
+            session=session,
+            alert=Alert(
+                rule_id=rule.id,
+                rule_name=rule.name,
+                device_id=firing.device.id,
+                agency_id=rule.agency,
+                severity=rule.severity,
+                status=ops.ALERT_OPEN,
+                message=message,
+                value=None if firing.value is None else _format_value(firing.value),
+                flapping=firing.flapping,
+                opened_at=firing.at,
+            ),
+        )
+        firing.instance.open_alert_id = alert_id
+        self.tally.firings[rule.id] += 1
+        self.tally.opened[rule.id] += 1
+        logger.info(
+            "rule %s fired on device %s at %s: alert %d%s",
+            rule.id,
+            firing.device.id,
+            firing.at.isoformat(),
+            alert_id,
+            " (flapping: notifications held)" if firing.flapping else "",
+        )
+
+        for index, action in enumerate(rule.then):
+            run = ActionRun(
+                alert_id=alert_id,
+                rule_id=rule.id,
+                device_id=firing.device.id,
+                action_index=index,
+                type=action.type,
+                status=ops.RUN_SUCCEEDED,
+                created_at=now,
+                finished_at=now,
+            )
+            if action.alert is not None:
+                run.target = f"alert:{alert_id}"
+            elif action.log is not None:
+                text = render(action.log.message, fields)
+                run.payload = {"message": text}
+                logger.info("rule %s device %s log action: %s", rule.id, firing.device.id, text)
+            elif action.dispatch is not None:
+                job_id = self._create_job(session, firing, action.dispatch, fields, alert_id, now)
+                run.target = f"dispatch_job:{job_id}"
+            elif action.webhook is not None:
+                run.target = action.webhook.target
+                run.payload = _webhook_body(firing, alert_id, message, fields, action.webhook.message)
+                run.finished_at = None
+                run.next_attempt_at = now
+                run.status = self._remote_status(firing)
+            ops.add_action_run(session=session, run=run)
+
+    def _remote_status(self, firing: Firing) -> str:
+        if not self.send_actions:
+            return ops.RUN_SKIPPED
+        if firing.flapping:
+            return ops.RUN_HELD
+        return ops.RUN_PENDING
+
+    def _create_job(self, session: Session, firing: Firing, spec: Any, fields: dict[str, Any], alert_id: int, now: datetime) -> int:
+        location = firing.device.location
+        return ops.add_dispatch_job(
+            session=session,
+            job=DispatchJob(
+                alert_id=alert_id,
+                agency_id=self.teams.get(spec.team, firing.rule.rule.agency),
+                team_id=spec.team,
+                device_id=firing.device.id,
+                title=render(spec.title, fields),
+                lat=location.lat if location else None,
+                lon=location.lon if location else None,
+                status="new",
+                due_at=firing.at + spec.due,
+                created_at=now,
+                updated_at=now,
+            ),
+        )
+
+    def _on_resolution(self, session: Session, resolution: Resolution) -> None:
+        # A firing and its clearing can fall in one batch, before the firing's alert had an id
+        # when the engine produced the resolution; effects are applied in order, so the
+        # instance now carries it.
+        rule_id = resolution.rule.id
+        alert_id = resolution.alert_id if resolution.alert_id is not None else resolution.instance.open_alert_id
+        resolution.instance.open_alert_id = None
+        if alert_id is None:
+            return
+        resolved = ops.resolve_alert_in(session=session, alert_id=alert_id, at=resolution.at, by="simpul", note="condition cleared")
+        if resolved:
+            self.tally.resolved[rule_id] += 1
+            logger.info(
+                "rule %s cleared on device %s at %s: alert %d resolved",
+                rule_id,
+                resolution.instance.device_id,
+                resolution.at.isoformat(),
+                alert_id,
+            )
+
+    def _template_fields(self, firing: Firing) -> dict[str, Any]:
+        device = firing.device
+        rule = firing.rule
+        metric_unit = None
+        kind = self.config.kinds.get(device.kind)
+        if kind is not None and firing.metric is not None and firing.metric in kind.metrics:
+            metric_unit = kind.metrics[firing.metric].unit
+        local = firing.at.astimezone(_zone_info(rule.zone))
+        return {
+            "value": firing.value if firing.value is not None else "-",
+            "unit": metric_unit or "",
+            "metric": firing.metric or "",
+            "ts": local.strftime("%Y-%m-%d %H:%M %Z"),
+            "device": _device_fields(device),
+            "rule": {"id": rule.rule.id, "name": rule.rule.name, "severity": rule.rule.severity},
+        }
+
+
+def _zone_info(name: str) -> Any:
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
+
+
+def _device_fields(device: Device) -> dict[str, Any]:
+    location = device.location
+    return {
+        "id": device.id,
+        "name": device.name,
+        "kind": device.kind,
+        "agency": device.agency,
+        "attributes": dict(device.attributes),
+        "location": {"lat": location.lat, "lon": location.lon} if location else {},
+    }
+
+
+def _webhook_body(firing: Firing, alert_id: int, message: str, fields: dict[str, Any], template: str | None) -> dict[str, Any]:
+    return {
+        "event": "firing",
+        "alert_id": alert_id,
+        "rule": fields["rule"],
+        "device": fields["device"],
+        "metric": firing.metric,
+        "value": firing.value,
+        "at": firing.at.isoformat(),
+        "severity": firing.rule.rule.severity,
+        "message": render(template, fields) if template else message,
+    }
+
+
+def _format_value(value: float | str) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _reading_row(reading: NormalReading, received: datetime) -> dict[str, Any]:
+    numeric = not isinstance(reading.value, str)
+    return {
+        "uid": reading.uid,
+        "device_id": reading.device_id,
+        "metric": reading.metric,
+        "value_num": reading.value if numeric else None,
+        "value_text": None if numeric else reading.value,
+        "unit": reading.unit,
+        "ts": reading.ts,
+        "received_at": received,
+        "source_id": reading.source_id,
+        "late": False,
+    }
+
+
+def _rejected_row(rejection: Rejection, source_id: str, received: datetime) -> dict[str, Any]:
+    raw = rejection.raw
+    return {
+        "source_id": source_id,
+        "device_id": _clip(raw.device, 200),
+        "metric": _clip(raw.metric, 200),
+        "raw_value": _clip(raw.value, 500),
+        "raw_ts": _clip(raw.ts.isoformat() if isinstance(raw.ts, datetime) else raw.ts, 100),
+        "reason": rejection.reason,
+        "detail": _clip(rejection.detail, 500),
+        "received_at": received,
+    }
+
+
+def _clip(value: object, limit: int) -> str | None:
+    if value is None:
+        return None
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+

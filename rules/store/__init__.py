@@ -1,0 +1,1 @@
+"""Persistence: SQLModel tables, the database connection and small keyword-only store functions."""

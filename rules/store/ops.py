@@ -1,0 +1,292 @@
+"""Small keyword-only store functions. Those that take a ``session`` join the caller's transaction;
+the others open and commit their own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session
+
+from rules.engine import Instance
+from rules.store.models import ActionRun, Alert, AuditEntry, DispatchJob, Reading, RejectedReading, RuleInstance, utc_now
+
+ALERT_OPEN, ALERT_ACKNOWLEDGED, ALERT_RESOLVED = "open", "acknowledged", "resolved"
+RUN_PENDING, RUN_SUCCEEDED, RUN_FAILED, RUN_DEAD = "pending", "succeeded", "failed", "dead"
+RUN_HELD, RUN_SKIPPED = "held", "skipped"
+
+
+class AlertNotFound(LookupError):
+    """Raised when an alert id does not exist."""
+
+
+class AlertStateError(ValueError):
+    """Raised when an alert cannot take the requested step, e.g. acknowledging a resolved alert."""
+
+
+# --- readings ------------------------------------------------------------------------------------
+
+
+def insert_readings(*, session: Session, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Insert readings, skipping any whose uid or (device, metric, ts) is stored; return new uids."""
+    if not rows:
+        return set()
+    dialect = session.get_bind().dialect.name
+    builder = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = builder(Reading).on_conflict_do_nothing().returning(Reading.uid)
+    inserted: set[str] = set()
+    # Chunks keep each statement under SQLite's bound-parameter limit.
+    for start in range(0, len(rows), 500):
+        chunk = rows[start : start + 500]
+        inserted.update(session.execute(statement, list(chunk)).scalars())
+    return inserted
+
+
+def mark_late(*, session: Session, uids: Iterable[str]) -> None:
+    uid_list = list(uids)
+    if uid_list:
+        session.execute(update(Reading).where(Reading.uid.in_(uid_list)).values(late=True))
+
+
+def insert_rejected(*, session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert(RejectedReading), list(rows))
+
+
+def load_latest_values(*, engine: Engine) -> dict[tuple[str, str], tuple[datetime, float | str]]:
+    """Return the newest accepted, in-order value per device and metric."""
+    newest = (
+        select(Reading.device_id, Reading.metric, func.max(Reading.ts).label("ts"))
+        .where(Reading.late.is_(False))
+        .group_by(Reading.device_id, Reading.metric)
+        .subquery()
+    )
+    query = select(Reading.device_id, Reading.metric, Reading.ts, Reading.value_num, Reading.value_text).join(
+        newest,
+        (Reading.device_id == newest.c.device_id) & (Reading.metric == newest.c.metric) & (Reading.ts == newest.c.ts),
+    )
+    with Session(engine) as session:
+        return {
+            (row.device_id, row.metric): (row.ts, row.value_text if row.value_text is not None else row.value_num)
+            for row in session.execute(query)
+        }
+
+
+def load_history(*, engine: Engine, keys: dict[tuple[str, str], timedelta], until: datetime) -> list[tuple[str, str, datetime, float]]:
+    """Return numeric readings inside each (device, metric) window that ends at ``until``, oldest first."""
+    points: list[tuple[str, str, datetime, float]] = []
+    with Session(engine) as session:
+        for (device_id, metric), window in keys.items():
+            query = (
+                select(Reading.ts, Reading.value_num)
+                .where(Reading.device_id == device_id, Reading.metric == metric, Reading.late.is_(False))
+                .where(Reading.ts >= until - window, Reading.value_num.is_not(None))
+                .order_by(Reading.ts)
+            )
+            points.extend((device_id, metric, ts, value) for ts, value in session.execute(query))
+    return points
+
+
+# --- rule instances ------------------------------------------------------------------------------
+
+
+def load_instances(*, engine: Engine) -> list[Instance]:
+    with Session(engine) as session:
+        rows = session.execute(select(RuleInstance)).scalars().all()
+    return [
+        Instance(
+            rule_id=row.rule_id,
+            device_id=row.device_id,
+            definition_hash=row.definition_hash,
+            state=row.state,
+            since=row.since,
+            fired_at=row.fired_at,
+            last_fired_at=row.last_fired_at,
+            open_alert_id=row.open_alert_id,
+            fire_times=[datetime.fromisoformat(text) for text in row.fire_times],
+            flapping=row.flapping,
+        )
+        for row in rows
+    ]
+
+
+def save_instances(*, session: Session, instances: Iterable[Instance], now: datetime) -> None:
+    for instance in instances:
+        session.merge(
+            RuleInstance(
+                rule_id=instance.rule_id,
+                device_id=instance.device_id,
+                definition_hash=instance.definition_hash,
+                state=instance.state,
+                since=instance.since,
+                fired_at=instance.fired_at,
+                last_fired_at=instance.last_fired_at,
+                open_alert_id=instance.open_alert_id,
+                fire_times=[ts.isoformat() for ts in instance.fire_times],
+                flapping=instance.flapping,
+                updated_at=now,
+            )
+        )
+
+
+def delete_instances(*, session: Session, keys: Iterable[tuple[str, str]]) -> None:
+    for rule_id, device_id in keys:
+        row = session.get(RuleInstance, (rule_id, device_id))
+        if row is not None:
+            session.delete(row)
+
+
+# --- alerts --------------------------------------------------------------------------------------
+
+
+def open_alert(*, session: Session, alert: Alert) -> int:
+    session.add(alert)
+    session.flush()
+    assert alert.id is not None
+    return alert.id
+
+
+def resolve_alert_in(*, session: Session, alert_id: int, at: datetime, by: str, note: str | None) -> bool:
+    """Resolve an alert inside the caller's transaction; return False if it was already resolved."""
+    alert = session.get(Alert, alert_id)
+    if alert is None or alert.status == ALERT_RESOLVED:
+        return False
+    alert.status = ALERT_RESOLVED
+    alert.resolved_at = at
+    alert.resolved_by = by
+    alert.resolve_note = note
+    session.add(alert)
+    return True
+
+
+def acknowledge_alert(*, engine: Engine, alert_id: int, by: str, note: str | None = None) -> Alert:
+    """Acknowledge an open alert and write the audit entry, in one transaction."""
+    with Session(engine) as session:
+        alert = session.get(Alert, alert_id)
+        if alert is None:
+            raise AlertNotFound(f"alert {alert_id} not found")
+        if alert.status != ALERT_OPEN:
+            raise AlertStateError(f"alert {alert_id} is {alert.status}; only an open alert can be acknowledged")
+        now = utc_now()
+        alert.status = ALERT_ACKNOWLEDGED
+        alert.acknowledged_at = now
+        alert.acknowledged_by = by
+        alert.acknowledge_note = note
+        session.add(alert)
+        session.add(AuditEntry(at=now, actor=by, action="alert_acknowledged", target=f"alert:{alert_id}", detail={"note": note}))
+        session.commit()
+        session.refresh(alert)
+        return alert
+
+
+def resolve_alert(*, engine: Engine, alert_id: int, by: str, note: str | None = None) -> Alert:
+    """Resolve an open or acknowledged alert by hand and write the audit entry, in one transaction."""
+    with Session(engine) as session:
+        alert = session.get(Alert, alert_id)
+        if alert is None:
+            raise AlertNotFound(f"alert {alert_id} not found")
+        if alert.status == ALERT_RESOLVED:
+            raise AlertStateError(f"alert {alert_id} is already resolved")
+        now = utc_now()
+        resolve_alert_in(session=session, alert_id=alert_id, at=now, by=by, note=note)
+        session.add(AuditEntry(at=now, actor=by, action="alert_resolved", target=f"alert:{alert_id}", detail={"note": note}))
+        session.commit()
+        session.refresh(alert)
+        return alert
+
+
+def list_alerts(*, engine: Engine, status: str | None = None, limit: int = 100) -> list[Alert]:
+    query = select(Alert).order_by(Alert.opened_at.desc(), Alert.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(Alert.status == status)
+    with Session(engine) as session:
+        return list(session.execute(query).scalars())
+
+
+# --- action runs and dispatch jobs ---------------------------------------------------------------
+
+
+def add_action_run(*, session: Session, run: ActionRun) -> int:
+    session.add(run)
+    session.flush()
+    assert run.id is not None
+    return run.id
+
+
+def add_dispatch_job(*, session: Session, job: DispatchJob) -> int:
+    session.add(job)
+    session.flush()
+    assert job.id is not None
+    return job.id
+
+
+def claim_due_runs(*, engine: Engine, types: Iterable[str], now: datetime, limit: int = 50) -> list[ActionRun]:
+    """Return pending or retrying runs of the given types whose next attempt is due."""
+    query = (
+        select(ActionRun)
+        .where(ActionRun.status.in_((RUN_PENDING, RUN_FAILED)), ActionRun.type.in_(list(types)))
+        .where(ActionRun.next_attempt_at <= now)
+        .order_by(ActionRun.next_attempt_at, ActionRun.id)
+        .limit(limit)
+    )
+    with Session(engine) as session:
+        return list(session.execute(query).scalars())
+
+
+def finish_run(
+    *,
+    engine: Engine,
+    run_id: int,
+    status: str,
+    attempts: int,
+    error: str | None,
+    next_attempt_at: datetime | None,
+) -> None:
+    with Session(engine) as session:
+        values: dict[str, Any] = {
+            "status": status,
+            "attempts": attempts,
+            "last_error": error[:1000] if error else None,
+            "next_attempt_at": next_attempt_at,
+        }
+        if status in (RUN_SUCCEEDED, RUN_DEAD):
+            values["finished_at"] = utc_now()
+        session.execute(update(ActionRun).where(ActionRun.id == run_id).values(**values))
+        session.commit()
+
+
+def retry_dead_run(*, engine: Engine, run_id: int, by: str) -> None:
+    """Put a dead run back in the queue by hand, and audit it."""
+    with Session(engine) as session:
+        run = session.get(ActionRun, run_id)
+        if run is None:
+            raise LookupError(f"action run {run_id} not found")
+        if run.status != RUN_DEAD:
+            raise ValueError(f"action run {run_id} is {run.status}; only a dead run can be retried")
+        now = utc_now()
+        run.status = RUN_PENDING
+        run.next_attempt_at = now
+        session.add(run)
+        session.add(AuditEntry(at=now, actor=by, action="action_run_retried", target=f"action_run:{run_id}", detail={}))
+        session.commit()
+
+
+def record_audit(*, engine: Engine, actor: str, action: str, target: str | None, detail: dict[str, Any]) -> None:
+    with Session(engine) as session:
+        session.add(AuditEntry(at=utc_now(), actor=actor, action=action, target=target, detail=detail))
+        session.commit()
+
+
+# --- summaries -----------------------------------------------------------------------------------
+
+
+def count_by(*, engine: Engine, column: Any, where: Any = None) -> dict[str, int]:
+    query = select(column, func.count()).group_by(column)
+    if where is not None:
+        query = query.where(where)
+    with Session(engine) as session:
+        return {str(key): count for key, count in session.execute(query)}
