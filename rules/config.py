@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from rules.durations import parse_duration
 
@@ -24,13 +25,36 @@ ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
+def config_error(code: str, english: str, **params: Any) -> PydanticCustomError:
+    """Build a validation error of type ``simpul.<code>``; ``rules.i18n`` translates it by code.
+
+    ``english`` is the pydantic message, with ``{name}`` filled from ``params``.
+    """
+    return PydanticCustomError(f"simpul.{code}", english, params)
+
+
 def _to_duration(value: Any) -> Any:
     if isinstance(value, str):
-        return parse_duration(value)
+        try:
+            return parse_duration(value)
+        except ValueError:
+            raise config_error(
+                "invalid_duration",
+                "invalid duration {input}: use a number with s, m, h or d, e.g. 15m or 1h30m",
+                input=repr(value),
+            ) from None
     if isinstance(value, bool):
-        raise ValueError(f"invalid duration {value!r}: use a number with s, m, h or d, e.g. 15m")
+        raise config_error(
+            "invalid_duration",
+            "invalid duration {input}: use a number with s, m, h or d, e.g. 15m or 1h30m",
+            input=repr(value),
+        )
     if isinstance(value, (int, float)):
-        raise ValueError(f"invalid duration {value!r}: add a unit, e.g. {value}m or {value}s")
+        raise config_error(
+            "duration_without_unit",
+            "invalid duration {input}: add a unit, e.g. {input}m or {input}s",
+            input=repr(value),
+        )
     return value
 
 
@@ -43,10 +67,12 @@ def _to_state(value: Any) -> Any:
 def _check_zone(value: str) -> str:
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as error:
-        raise ValueError(
-            f"unknown time zone {value!r}: use an IANA name such as Asia/Jakarta (WIB), "
-            "Asia/Makassar (WITA) or Asia/Jayapura (WIT)"
+    except (ZoneInfoNotFoundError, ValueError, TypeError) as error:
+        raise config_error(
+            "unknown_timezone",
+            "unknown time zone {input}: use an IANA name such as Asia/Jakarta (WIB), "
+            "Asia/Makassar (WITA) or Asia/Jayapura (WIT)",
+            input=repr(value),
         ) from error
     return value
 
@@ -74,9 +100,11 @@ class SecretRef(Model):
         if isinstance(value, str):
             match = ENV_REFERENCE.match(value.strip())
             if not match:
-                raise ValueError(
+                # The value is left out of the error so that the secret is not echoed.
+                raise config_error(
+                    "literal_secret",
                     "secrets must not be written in config.yaml: reference an environment "
-                    "variable instead, e.g. ${SIMPUL_GATEWAY_TOKEN}"
+                    "variable instead, e.g. ${SIMPUL_GATEWAY_TOKEN}",
                 )
             return {"env": match.group(1)}
         return value
@@ -113,9 +141,9 @@ class Metric(Model):
     @model_validator(mode="after")
     def _check_range(self) -> Metric:
         if self.min is not None and self.max is not None and self.min >= self.max:
-            raise ValueError(f"min ({self.min}) must be less than max ({self.max})")
+            raise config_error("metric_range", "min ({min}) must be less than max ({max})", min=self.min, max=self.max)
         if self.states is not None and (self.unit or self.min is not None or self.max is not None):
-            raise ValueError("a state metric (states) takes no unit, min or max")
+            raise config_error("state_metric_with_range", "a state metric (states) takes no unit, min or max")
         return self
 
     @property
@@ -164,7 +192,7 @@ class HttpAuth(Model):
     @model_validator(mode="after")
     def _one_method(self) -> HttpAuth:
         if (self.token is None) == (self.hmac_secret is None):
-            raise ValueError("set exactly one of token or hmac_secret")
+            raise config_error("auth_method", "set exactly one of token or hmac_secret")
         return self
 
 
@@ -181,9 +209,9 @@ class Timestamp(Model):
     def _one_layout(self) -> Timestamp:
         split = self.date_column is not None or self.time_column is not None
         if split == (self.column is not None):
-            raise ValueError("set either column, or date_column with time_column")
+            raise config_error("timestamp_layout", "set either column, or date_column with time_column")
         if split and (self.date_column is None or self.time_column is None):
-            raise ValueError("date_column and time_column go together")
+            raise config_error("timestamp_split", "date_column and time_column go together")
         return self
 
 
@@ -229,9 +257,9 @@ class FileSource(Model):
     @model_validator(mode="after")
     def _check_layout(self) -> FileSource:
         if self.layout == "long" and (self.device is None or not self.metrics):
-            raise ValueError("a long file needs device and metrics")
+            raise config_error("long_file_fields", "a long file needs device and metrics")
         if self.layout == "wide" and not self.columns:
-            raise ValueError("a wide file needs columns, one per device and metric")
+            raise config_error("wide_file_columns", "a wide file needs columns, one per device and metric")
         return self
 
 
@@ -269,7 +297,9 @@ class WebhookTarget(Model):
     @classmethod
     def _check_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
-            raise ValueError(f"invalid url {value!r}: it must start with http:// or https://")
+            raise config_error(
+                "invalid_url", "invalid url {input}: it must start with http:// or https://", input=repr(value)
+            )
         return value
 
 
@@ -295,30 +325,44 @@ class Change(Model):
     @model_validator(mode="after")
     def _check(self) -> Change:
         if self.above is None and self.below is None:
-            raise ValueError("change needs above or below")
+            raise config_error("change_without_bound", "change needs above or below")
         if self.above is not None and self.below is not None and self.below <= self.above:
-            raise ValueError(f"below ({self.below}) must be greater than above ({self.above}) for a change band")
+            raise config_error(
+                "change_band",
+                "below ({below}) must be greater than above ({above}) for a change band",
+                above=self.above,
+                below=self.below,
+            )
         return self
 
 
 def check_comparison(comparison: Comparison) -> None:
     """Reject a comparison that tests nothing or that no value can satisfy."""
     if not comparison.has_test():
-        raise ValueError(
-            "no comparison: give above, below, at_least, at_most, between, equals, not_equals or change"
+        raise config_error(
+            "no_comparison",
+            "no comparison: give above, below, at_least, at_most, between, equals, not_equals or change",
         )
 
     lower = comparison.above if comparison.above is not None else comparison.at_least
     upper = comparison.below if comparison.below is not None else comparison.at_most
     if isinstance(lower, (int, float)) and isinstance(upper, (int, float)) and upper <= lower:
-        raise ValueError(
-            f"the upper bound ({upper}) is not greater than the lower bound ({lower}): no value can "
-            "satisfy both; for 'above X or below Y' write two rules"
+        raise config_error(
+            "empty_range",
+            "the upper bound ({upper}) is not greater than the lower bound ({lower}): no value can "
+            "satisfy both; for 'above X or below Y' write two rules",
+            lower=lower,
+            upper=upper,
         )
     if comparison.between is not None:
         low, high = comparison.between
         if isinstance(low, (int, float)) and isinstance(high, (int, float)) and low > high:
-            raise ValueError(f"between [{low}, {high}]: the first bound must not exceed the second")
+            raise config_error(
+                "between_order",
+                "between [{low}, {high}]: the first bound must not exceed the second",
+                low=low,
+                high=high,
+            )
 
 
 class Comparison(Model):
@@ -365,9 +409,11 @@ class Selector(Model):
     @model_validator(mode="after")
     def _check_selector(self) -> Selector:
         if self.device is None and self.kind is None and self.tag is None and self.agency is None:
-            raise ValueError("say which devices the rule watches: device, kind, tag or agency")
+            raise config_error("no_selector", "say which devices the rule watches: device, kind, tag or agency")
         if self.device is not None and (self.kind or self.tag or self.agency):
-            raise ValueError("device names one device; do not combine it with kind, tag or agency")
+            raise config_error(
+                "device_with_selector", "device names one device; do not combine it with kind, tag or agency"
+            )
         return self
 
 
@@ -387,10 +433,15 @@ class Trigger(Selector, Comparison):
     def _check_trigger(self) -> Trigger:
         if self.offline is not None:
             if self.metric is not None or self.has_test():
-                raise ValueError("an offline trigger takes no metric or comparison: it watches the whole device")
+                raise config_error(
+                    "offline_with_comparison",
+                    "an offline trigger takes no metric or comparison: it watches the whole device",
+                )
             return self
         if self.metric is None:
-            raise ValueError("missing metric: say which metric the rule compares, e.g. metric: level")
+            raise config_error(
+                "missing_metric", "missing metric: say which metric the rule compares, e.g. metric: level"
+            )
         check_comparison(self)
         return self
 
@@ -437,7 +488,9 @@ class Schedule(Model):
     def _check_clock(cls, value: str) -> str:
         match = re.match(r"^([01]\d|2[0-4]):([0-5]\d)$", str(value))
         if not match or (match.group(1) == "24" and match.group(2) != "00"):
-            raise ValueError(f"invalid time of day {value!r}: use HH:MM, e.g. 06:00")
+            raise config_error(
+                "invalid_time_of_day", "invalid time of day {input}: use HH:MM, e.g. 06:00", input=repr(value)
+            )
         return value
 
     def minutes(self) -> tuple[int, int]:
@@ -477,7 +530,7 @@ class Action(Model):
     def _exactly_one(self) -> Action:
         given = [name for name in ("alert", "dispatch", "webhook", "log") if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError("each action names exactly one of alert, dispatch, webhook or log")
+            raise config_error("action_count", "each action names exactly one of alert, dispatch, webhook or log")
         return self
 
     @property

@@ -12,6 +12,7 @@ import csv
 import json
 import logging
 import math
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +28,7 @@ from rules.readings import RawReading
 logger = logging.getLogger(__name__)
 
 BYTE_ORDER_MARK = "\ufeff"
+THOUSANDS_GROUPED = re.compile(r"^[+-]?\d{1,3}(\.\d{3})+(,\d*)?$")
 
 Cell = Any
 """One field of a row: text from a CSV file, or any JSON value (or None) from a JSONL file."""
@@ -57,7 +59,9 @@ def read_file_source(path: str | Path, source: FileSource, default_zone: str) ->
     A long file gives one reading per metric column of each row, and a wide file one reading
     per configured device column. Naive timestamps are read in ``source.timestamp.timezone``,
     or in ``default_zone`` when the source sets none. ``RawReading.id`` stays None, so the
-    pipeline identifies a reading by device, metric and ``ts``.
+    pipeline identifies a reading by device, metric and ``ts``. Bytes that are invalid in the
+    declared encoding become U+FFFD, so the cells they touch are rejected by the pipeline
+    instead of stopping the replay.
 
     Raises ValueError when a CSV header lacks a column that the source names.
     """
@@ -85,7 +89,7 @@ def read_file_source(path: str | Path, source: FileSource, default_zone: str) ->
 
 
 def _skip_byte_order_mark(handle: IO[str]) -> None:
-    # utf-8-sig drops the mark itself; this also covers a file declared as plain utf-8.
+    # utf-8-sig drops the mark itself, and this also covers a file declared as plain utf-8.
     if handle.read(1) != BYTE_ORDER_MARK:
         handle.seek(0)
 
@@ -123,8 +127,8 @@ def _open_csv(handle: IO[str], source: FileSource, path: str) -> tuple[_Layout, 
     def position_of(name: str) -> int:
         if name.strip() not in positions:
             raise ValueError(
-                f"{path}: column {name!r} of source {source.id!r} is not in the header; "
-                f"the header has {', '.join(repr(column) for column in header)}"
+                f"{path}: column {name!r} of source {source.id!r} is not in the header, which has "
+                f"{', '.join(repr(column) for column in header)}. Fix the column name in the source's config."
             )
         return positions[name.strip()]
 
@@ -160,8 +164,8 @@ def _csv_rows(reader: Any, width: int, skipped_lines: int, path: str) -> Iterato
 
     if uneven_rows:
         logger.warning(
-            "%s: %d rows have a field count other than the header's %d (first at line %d); "
-            "their fields were read by position",
+            "%s: %d rows have a field count other than the header's %d (first at line %d). "
+            "Their fields were read by position",
             path,
             uneven_rows,
             width,
@@ -208,7 +212,7 @@ def _jsonl_rows(handle: IO[str], keys: list[str], skipped_lines: int, path: str)
 
     if invalid_lines:
         logger.warning(
-            "%s: %d lines are not JSON objects (first at line %d); their readings have no values",
+            "%s: %d lines are not JSON objects (first at line %d), so their readings have no values",
             path,
             invalid_lines,
             first_invalid_line,
@@ -278,10 +282,10 @@ def _device_ids(source: FileSource) -> Callable[[Cell], str]:
 def _value_reader(source: FileSource) -> Callable[[Cell, float], object]:
     """Build the function that turns one cell into a reading's value.
 
-    Missing markers give None. A number, written with the source's decimal mark, gives a float
-    multiplied by the column's scale. Any other text is returned as written. With ``decimal: ","``
-    a value that contains a ``.`` is not a number, because there the dot is a thousands separator
-    and ``1.234`` means 1234, not 1.234.
+    Missing markers give None. A number gives a float multiplied by the column's scale. Any other
+    text is returned as written. With ``decimal: ","`` a dot between groups of three digits is a
+    thousands separator, as in Indonesian number formats: ``1.234,5`` is 1234.5 and ``1.234`` is
+    1234. Any other dot is a decimal point (``12.5``), so the scale applies to such values too.
     """
     missing = frozenset(marker.strip() for marker in source.missing)
     decimal_comma = source.decimal == ","
@@ -299,15 +303,15 @@ def _value_reader(source: FileSource) -> Callable[[Cell, float], object]:
             return None
 
         if decimal_comma:
-            if "." in text:
-                return cell
+            if THOUSANDS_GROUPED.match(text):
+                text = text.replace(".", "")
             text = text.replace(",", ".")
         try:
             number = float(text)
         except ValueError:
             return cell
 
-        # float() also accepts "nan", "inf" and "1_000"; none of them is a reading.
+        # float() also accepts "nan", "inf" and "1_000", and none of them is a reading.
         if not math.isfinite(number) or "_" in text:
             return cell
         return _scaled(number, text, scale)
@@ -318,5 +322,5 @@ def _value_reader(source: FileSource) -> Callable[[Cell, float], object]:
 def _scaled(number: float, text: str, scale: float) -> float:
     if scale == 1:
         return number
-    # Decimal keeps 7510 * 0.1 at 751.0; float gives 751.0000000000001, which fails "at least 751".
+    # Decimal keeps 101 * 0.1 at 10.1, where float gives 10.100000000000001 and fails "at most 10.1".
     return float(Decimal(text) * Decimal(repr(scale)))

@@ -129,8 +129,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     },
     "duration_without_unit": {
         "en": "duration {input} has no unit: add one, e.g. {input}m or {input}s",
-        "id": "durasi {input} belum punya satuan: tambahkan satuan, misalnya {input}m (menit) "
-        "atau {input}s (detik)",
+        "id": "durasi {input} belum punya satuan: tambahkan satuan, misalnya {input}m (menit) atau {input}s (detik)",
     },
     "unknown_timezone": {
         "en": "unknown time zone {input}: use an IANA name such as Asia/Jakarta (WIB), "
@@ -187,8 +186,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     },
     "no_comparison": {
         "en": "no comparison: give above, below, at_least, at_most, between, equals, not_equals or change",
-        "id": "belum ada perbandingan: isi above, below, at_least, at_most, between, equals, "
-        "not_equals atau change",
+        "id": "belum ada perbandingan: isi above, below, at_least, at_most, between, equals, not_equals atau change",
     },
     "empty_range": {
         "en": "the upper bound ({upper}) is not greater than the lower bound ({lower}), so no value "
@@ -293,8 +291,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     },
     "outside_range": {
         "en": "this condition can never hold, because metric '{metric}' only ranges from {min} to {max}",
-        "id": "kondisi ini tidak akan pernah terpenuhi, karena metrik '{metric}' hanya bernilai "
-        "antara {min} dan {max}",
+        "id": "kondisi ini tidak akan pernah terpenuhi, karena metrik '{metric}' hanya bernilai antara {min} dan {max}",
     },
     "never_holds": {
         "en": "this condition can never hold",
@@ -342,6 +339,10 @@ MESSAGES: dict[str, dict[str, str]] = {
     "type.mapping": {"en": "a block of key: value pairs", "id": "blok berisi pasangan kunci: nilai"},
     "type.attribute_ref": {"en": "{attribute: NAME}", "id": "{attribute: NAMA}"},
     "type.duration": {"en": "a duration such as 15m", "id": "durasi seperti 15m"},
+    "type.secret_ref": {
+        "en": "an environment variable reference such as ${SIMPUL_GATEWAY_TOKEN}",
+        "id": "rujukan variabel lingkungan seperti ${SIMPUL_GATEWAY_TOKEN}",
+    },
     "thing.agency": {"en": "agency", "id": "instansi"},
     "thing.kind": {"en": "kind", "id": "jenis perangkat"},
     "thing.device": {"en": "device", "id": "perangkat"},

@@ -25,7 +25,7 @@ from rules.engine import Engine, Firing, NormalReading, Resolution
 from rules.normalize import Normalizer, Rejection
 from rules.readings import RawReading, ReadingResult
 from rules.store import ops
-from rules.store.models import ActionRun, Alert, DispatchJob, utc_now
+from rules.store.models import utc_now
 from rules.templates import render
 
 logger = logging.getLogger(__name__)
@@ -154,36 +154,46 @@ class Pipeline:
             accepted.append((index, outcome))
 
         with Session(self.db) as session:
-            # 2. Store; whatever the store already had is a duplicate.
-            rows = [_reading_row(reading, received) for _index, reading in accepted]
-            inserted = ops.insert_readings(session=session, rows=rows)
-            ops.insert_rejected(session=session, rows=rejected_rows)
+            # 2. Find duplicates of stored readings. A reading newer than the newest stored one
+            #    of its device and metric cannot collide on (device, metric, ts), and its derived
+            #    uid contains that key, so only older readings and sender-chosen ids are looked up.
+            lookup_uids = [r.uid for _i, r in accepted if not r.uid.startswith(f"{r.device_id}|{r.metric}|")]
+            lookup_keys = [
+                (r.device_id, r.metric, r.ts)
+                for _i, r in accepted
+                if (newest := self.newest.get((r.device_id, r.metric))) is not None and r.ts <= newest
+            ]
+            stored_uids, stored_keys = ops.find_stored_readings(session=session, uids=lookup_uids, keys=lookup_keys)
 
             # 3. Evaluate new readings in order; older than the newest of their metric is late.
-            late_uids = []
+            new_rows = []
+            late = 0
             for index, reading in accepted:
-                if reading.uid not in inserted:
+                key = (reading.device_id, reading.metric)
+                if reading.uid in stored_uids or (*key, reading.ts) in stored_keys:
                     results[index] = ReadingResult("duplicate", reading.uid)
                     continue
-                key2 = (reading.device_id, reading.metric)
-                newest = self.newest.get(key2)
-                if newest is not None and reading.ts < newest:
-                    late_uids.append(reading.uid)
+                newest = self.newest.get(key)
+                is_late = newest is not None and reading.ts < newest
+                new_rows.append(_reading_row(reading, received, is_late))
+                if is_late:
+                    late += 1
                     results[index] = ReadingResult("accepted", reading.uid, late=True)
                     continue
-                self.newest[key2] = reading.ts
+                self.newest[key] = reading.ts
                 self.engine.advance(reading.ts if self.event_clock else max(received, self.engine.clock or received))
                 self.engine.evaluate(reading)
                 results[index] = ReadingResult("accepted", reading.uid)
-            ops.mark_late(session=session, uids=late_uids)
 
-            # 4. Alerts, action runs and instance state, in the same transaction.
+            # 4. Readings, alerts, action runs and instance state, in one transaction.
+            ops.insert_readings(session=session, rows=new_rows)
+            ops.insert_rejected(session=session, rows=rejected_rows)
             self._apply_effects(session, received)
             session.commit()
 
         self.tally.readings["accepted"] += sum(1 for r in results if r is not None and r.outcome == "accepted")
         self.tally.readings["duplicate"] += sum(1 for r in results if r is not None and r.outcome == "duplicate")
-        self.tally.readings["late"] += len(late_uids)
+        self.tally.readings["late"] += late
         self.tally.readings["rejected"] += len(rejected_rows)
         if rejected_rows:
             logger.debug("source %s: %d readings rejected", source_id, len(rejected_rows))
@@ -217,18 +227,18 @@ class Pipeline:
 
         alert_id = ops.open_alert(
             session=session,
-            alert=Alert(
-                rule_id=rule.id,
-                rule_name=rule.name,
-                device_id=firing.device.id,
-                agency_id=rule.agency,
-                severity=rule.severity,
-                status=ops.ALERT_OPEN,
-                message=message,
-                value=None if firing.value is None else _format_value(firing.value),
-                flapping=firing.flapping,
-                opened_at=firing.at,
-            ),
+            values={
+                "rule_id": rule.id,
+                "rule_name": rule.name,
+                "device_id": firing.device.id,
+                "agency_id": rule.agency,
+                "severity": rule.severity,
+                "status": ops.ALERT_OPEN,
+                "message": message,
+                "value": None if firing.value is None else _format_value(firing.value),
+                "flapping": firing.flapping,
+                "opened_at": firing.at,
+            },
         )
         firing.instance.open_alert_id = alert_id
         self.tally.firings[rule.id] += 1
@@ -242,33 +252,41 @@ class Pipeline:
             " (flapping: notifications held)" if firing.flapping else "",
         )
 
+        runs = []
         for index, action in enumerate(rule.then):
-            run = ActionRun(
-                alert_id=alert_id,
-                rule_id=rule.id,
-                device_id=firing.device.id,
-                action_index=index,
-                type=action.type,
-                status=ops.RUN_SUCCEEDED,
-                created_at=now,
-                finished_at=now,
-            )
+            run: dict[str, Any] = {
+                "alert_id": alert_id,
+                "rule_id": rule.id,
+                "device_id": firing.device.id,
+                "action_index": index,
+                "type": action.type,
+                "target": None,
+                "payload": {},
+                "status": ops.RUN_SUCCEEDED,
+                "attempts": 1,
+                "last_error": None,
+                "created_at": now,
+                "next_attempt_at": None,
+                "finished_at": now,
+            }
             if action.alert is not None:
-                run.target = f"alert:{alert_id}"
+                run["target"] = f"alert:{alert_id}"
             elif action.log is not None:
                 text = render(action.log.message, fields)
-                run.payload = {"message": text}
+                run["payload"] = {"message": text}
                 logger.info("rule %s device %s log action: %s", rule.id, firing.device.id, text)
             elif action.dispatch is not None:
                 job_id = self._create_job(session, firing, action.dispatch, fields, alert_id, now)
-                run.target = f"dispatch_job:{job_id}"
+                run["target"] = f"dispatch_job:{job_id}"
             elif action.webhook is not None:
-                run.target = action.webhook.target
-                run.payload = _webhook_body(firing, alert_id, message, fields, action.webhook.message)
-                run.finished_at = None
-                run.next_attempt_at = now
-                run.status = self._remote_status(firing)
-            ops.add_action_run(session=session, run=run)
+                run["target"] = action.webhook.target
+                run["payload"] = _webhook_body(firing, alert_id, message, fields, action.webhook.message)
+                run["status"] = self._remote_status(firing)
+                run["attempts"] = 0
+                run["finished_at"] = None
+                run["next_attempt_at"] = now
+            runs.append(run)
+        ops.add_action_runs(session=session, rows=runs)
 
     def _remote_status(self, firing: Firing) -> str:
         if not self.send_actions:
@@ -281,19 +299,20 @@ class Pipeline:
         location = firing.device.location
         return ops.add_dispatch_job(
             session=session,
-            job=DispatchJob(
-                alert_id=alert_id,
-                agency_id=self.teams.get(spec.team, firing.rule.rule.agency),
-                team_id=spec.team,
-                device_id=firing.device.id,
-                title=render(spec.title, fields),
-                lat=location.lat if location else None,
-                lon=location.lon if location else None,
-                status="new",
-                due_at=firing.at + spec.due,
-                created_at=now,
-                updated_at=now,
-            ),
+            values={
+                "alert_id": alert_id,
+                "agency_id": self.teams.get(spec.team, firing.rule.rule.agency),
+                "team_id": spec.team,
+                "device_id": firing.device.id,
+                "title": render(spec.title, fields),
+                "lat": location.lat if location else None,
+                "lon": location.lon if location else None,
+                "status": "new",
+                "assignee": None,
+                "due_at": firing.at + spec.due,
+                "created_at": now,
+                "updated_at": now,
+            },
         )
 
     def _on_resolution(self, session: Session, resolution: Resolution) -> None:
@@ -370,7 +389,7 @@ def _format_value(value: float | str) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _reading_row(reading: NormalReading, received: datetime) -> dict[str, Any]:
+def _reading_row(reading: NormalReading, received: datetime, late: bool) -> dict[str, Any]:
     numeric = not isinstance(reading.value, str)
     return {
         "uid": reading.uid,
@@ -382,7 +401,7 @@ def _reading_row(reading: NormalReading, received: datetime) -> dict[str, Any]:
         "ts": reading.ts,
         "received_at": received,
         "source_id": reading.source_id,
-        "late": False,
+        "late": late,
     }
 
 

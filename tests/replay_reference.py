@@ -3,18 +3,18 @@
 Tests parse a raw export with their own code into ``Row`` objects, then compare what
 ``hub.py replay --json`` prints with ``expected_replay``. The rules this reference evaluates
 are deliberately narrow: a kind, tag or device selector, one metric, ``above`` or ``at_least``
-against a number or a device attribute, and ``for``. Any other rule key raises, so a config that
-outgrows the reference fails loudly instead of being compared wrongly.
+against a number or a device attribute, and ``for``. Any other rule key fails an assertion, so
+a config that outgrows the reference fails loudly instead of being compared wrongly.
 
 Semantics reproduced here:
 
-1. Readings are validated first: an unknown device, a missing timestamp, a missing value, text
-   that is not a number, and a number outside the metric's ``min``/``max`` are rejected, with
-   the first reason in that order.
+1. Readings are validated first. An unknown device, a timestamp the test could not parse, a
+   missing value, text that is not a number, and a number outside the metric's ``min``/``max``
+   are rejected, with the first reason in that order.
 2. Valid readings are sorted by event time (stable). A reading whose (device, metric, ts) was
    already accepted is a duplicate. Nothing is late, because the stream is sorted.
-3. The clock is the newest event time of the accepted readings. Before a reading is evaluated, every pending
-   instance whose ``ts + for`` the clock has reached fires.
+3. The clock is the newest event time of the accepted readings. Before a reading is
+   evaluated, every pending instance whose ``ts + for`` the clock has reached fires.
 4. For each (rule, device) instance: a true reading fires an idle instance when ``for`` is 0,
    or makes it pending otherwise. A false reading cancels a pending instance or resolves a
    firing one. Alerts still open at the end count as opened and not resolved.
@@ -182,20 +182,20 @@ def expected_replay(config: dict[str, Any], rows: list[Row], missing: set[str]) 
             threshold = trigger.threshold
             if isinstance(threshold, str):
                 threshold = float(devices[device_id]["attributes"][threshold])
-            holds = number > threshold if trigger.strict else number >= threshold
+            is_true = number > threshold if trigger.strict else number >= threshold
 
             instance = (trigger.rule, device_id)
             status = state.get(instance, "idle")
-            if holds and status == "idle":
+            if is_true and status == "idle":
                 if trigger.hold:
                     state[instance] = ts + trigger.hold
                 else:
                     state[instance] = "firing"
                     expected.opened_by_rule[trigger.rule] += 1
-            elif not holds and status == "firing":
+            elif not is_true and status == "firing":
                 state[instance] = "idle"
                 expected.resolved_by_rule[trigger.rule] += 1
-            elif not holds and status != "idle":
+            elif not is_true and status != "idle":
                 state[instance] = "idle"
 
     return expected

@@ -31,19 +31,34 @@ class AlertStateError(ValueError):
 # --- readings ------------------------------------------------------------------------------------
 
 
-def insert_readings(*, session: Session, rows: Sequence[dict[str, Any]]) -> set[str]:
-    """Insert readings, skipping any whose uid or (device, metric, ts) is stored; return new uids."""
-    if not rows:
-        return set()
-    dialect = session.get_bind().dialect.name
-    builder = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = builder(Reading).on_conflict_do_nothing().returning(Reading.uid)
-    inserted: set[str] = set()
+def _insert_ignoring_conflicts(session: Session, table: Any) -> Any:
+    builder = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    return builder(table.__table__).on_conflict_do_nothing()
+
+
+def insert_readings(*, session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert readings already known to be new; a row that collides with a stored one is skipped."""
+    if rows:
+        session.execute(_insert_ignoring_conflicts(session, Reading), list(rows))
+
+
+def find_stored_readings(
+    *, session: Session, uids: Sequence[str], keys: Sequence[tuple[str, str, datetime]]
+) -> tuple[set[str], set[tuple[str, str, datetime]]]:
+    """Return which of ``uids`` and which (device, metric, ts) ``keys`` are already stored."""
+    stored_uids: set[str] = set()
+    stored_keys: set[tuple[str, str, datetime]] = set()
     # Chunks keep each statement under SQLite's bound-parameter limit.
-    for start in range(0, len(rows), 500):
-        chunk = rows[start : start + 500]
-        inserted.update(session.execute(statement, list(chunk)).scalars())
-    return inserted
+    for start in range(0, len(uids), 500):
+        chunk = list(uids[start : start + 500])
+        stored_uids.update(session.execute(select(Reading.uid).where(Reading.uid.in_(chunk))).scalars())
+    for device_id, metric, ts in keys:
+        found = session.execute(
+            select(Reading.id).where(Reading.device_id == device_id, Reading.metric == metric, Reading.ts == ts)
+        ).first()
+        if found is not None:
+            stored_keys.add((device_id, metric, ts))
+    return stored_uids, stored_keys
 
 
 def mark_late(*, session: Session, uids: Iterable[str]) -> None:
@@ -54,7 +69,7 @@ def mark_late(*, session: Session, uids: Iterable[str]) -> None:
 
 def insert_rejected(*, session: Session, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
-        session.execute(insert(RejectedReading), list(rows))
+        session.execute(insert(RejectedReading.__table__), list(rows))
 
 
 def load_latest_values(*, engine: Engine) -> dict[tuple[str, str], tuple[datetime, float | str]]:
@@ -115,22 +130,28 @@ def load_instances(*, engine: Engine) -> list[Instance]:
 
 
 def save_instances(*, session: Session, instances: Iterable[Instance], now: datetime) -> None:
-    for instance in instances:
-        session.merge(
-            RuleInstance(
-                rule_id=instance.rule_id,
-                device_id=instance.device_id,
-                definition_hash=instance.definition_hash,
-                state=instance.state,
-                since=instance.since,
-                fired_at=instance.fired_at,
-                last_fired_at=instance.last_fired_at,
-                open_alert_id=instance.open_alert_id,
-                fire_times=[ts.isoformat() for ts in instance.fire_times],
-                flapping=instance.flapping,
-                updated_at=now,
-            )
-        )
+    rows = [
+        {
+            "rule_id": instance.rule_id,
+            "device_id": instance.device_id,
+            "definition_hash": instance.definition_hash,
+            "state": instance.state,
+            "since": instance.since,
+            "fired_at": instance.fired_at,
+            "last_fired_at": instance.last_fired_at,
+            "open_alert_id": instance.open_alert_id,
+            "fire_times": [ts.isoformat() for ts in instance.fire_times],
+            "flapping": instance.flapping,
+            "updated_at": now,
+        }
+        for instance in instances
+    ]
+    if not rows:
+        return
+    builder = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = builder(RuleInstance.__table__)
+    updated = {name: statement.excluded[name] for name in rows[0] if name not in ("rule_id", "device_id")}
+    session.execute(statement.on_conflict_do_update(index_elements=["rule_id", "device_id"], set_=updated), rows)
 
 
 def delete_instances(*, session: Session, keys: Iterable[tuple[str, str]]) -> None:
@@ -143,24 +164,20 @@ def delete_instances(*, session: Session, keys: Iterable[tuple[str, str]]) -> No
 # --- alerts --------------------------------------------------------------------------------------
 
 
-def open_alert(*, session: Session, alert: Alert) -> int:
-    session.add(alert)
-    session.flush()
-    assert alert.id is not None
-    return alert.id
+def open_alert(*, session: Session, values: dict[str, Any]) -> int:
+    table = Alert.__table__
+    return int(session.execute(insert(table).returning(table.c.id), values).scalar_one())
 
 
 def resolve_alert_in(*, session: Session, alert_id: int, at: datetime, by: str, note: str | None) -> bool:
     """Resolve an alert inside the caller's transaction; return False if it was already resolved."""
-    alert = session.get(Alert, alert_id)
-    if alert is None or alert.status == ALERT_RESOLVED:
-        return False
-    alert.status = ALERT_RESOLVED
-    alert.resolved_at = at
-    alert.resolved_by = by
-    alert.resolve_note = note
-    session.add(alert)
-    return True
+    table = Alert.__table__
+    statement = (
+        update(table)
+        .where(table.c.id == alert_id, table.c.status != ALERT_RESOLVED)
+        .values(status=ALERT_RESOLVED, resolved_at=at, resolved_by=by, resolve_note=note)
+    )
+    return bool(session.execute(statement).rowcount)
 
 
 def acknowledge_alert(*, engine: Engine, alert_id: int, by: str, note: str | None = None) -> Alert:
@@ -210,18 +227,14 @@ def list_alerts(*, engine: Engine, status: str | None = None, limit: int = 100) 
 # --- action runs and dispatch jobs ---------------------------------------------------------------
 
 
-def add_action_run(*, session: Session, run: ActionRun) -> int:
-    session.add(run)
-    session.flush()
-    assert run.id is not None
-    return run.id
+def add_action_runs(*, session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert(ActionRun.__table__), list(rows))
 
 
-def add_dispatch_job(*, session: Session, job: DispatchJob) -> int:
-    session.add(job)
-    session.flush()
-    assert job.id is not None
-    return job.id
+def add_dispatch_job(*, session: Session, values: dict[str, Any]) -> int:
+    table = DispatchJob.__table__
+    return int(session.execute(insert(table).returning(table.c.id), values).scalar_one())
 
 
 def claim_due_runs(*, engine: Engine, types: Iterable[str], now: datetime, limit: int = 50) -> list[ActionRun]:
@@ -273,6 +286,82 @@ def retry_dead_run(*, engine: Engine, run_id: int, by: str) -> None:
         session.add(run)
         session.add(AuditEntry(at=now, actor=by, action="action_run_retried", target=f"action_run:{run_id}", detail={}))
         session.commit()
+
+
+def lease_due_runs(
+    *, engine: Engine, types: Iterable[str], now: datetime, lease: timedelta, limit: int = 1
+) -> list[ActionRun]:
+    """Lease due pending or failed runs of the given types to the caller and return them, oldest id first.
+
+    A lease moves ``next_attempt_at`` to ``now + lease`` and keeps the status, so other workers
+    skip the run until the lease ends, and a run whose worker dies before writing its outcome
+    becomes due again then. The UPDATE re-checks that each run is still due, so two workers
+    never lease the same run: PostgreSQL skips rows another worker has locked (FOR UPDATE SKIP
+    LOCKED), and SQLite runs one write transaction at a time.
+    """
+    due = (ActionRun.status.in_((RUN_PENDING, RUN_FAILED)), ActionRun.next_attempt_at <= now, ActionRun.type.in_(list(types)))
+    candidates = (
+        select(ActionRun.id)
+        .where(*due)
+        .order_by(ActionRun.next_attempt_at, ActionRun.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    statement = (
+        update(ActionRun)
+        .where(ActionRun.id.in_(candidates.scalar_subquery()), *due)
+        .values(next_attempt_at=now + lease)
+        .returning(ActionRun)
+        .execution_options(synchronize_session=False)
+    )
+    any_due = select(ActionRun.id).where(*due).limit(1)
+    with Session(engine, expire_on_commit=False) as session:
+        while True:
+            runs = list(session.execute(statement).scalars())
+            session.commit()
+            # Leasing nothing while runs are still due means another worker leased the same
+            # candidates first, so the next candidates are tried.
+            if runs or session.execute(any_due).first() is None:
+                break
+    return sorted(runs, key=lambda run: run.id or 0)
+
+
+def finish_leased_run(
+    *,
+    engine: Engine,
+    run_id: int,
+    lease_until: datetime,
+    status: str,
+    attempts: int,
+    error: str | None,
+    next_attempt_at: datetime | None,
+) -> bool:
+    """Write the outcome of a leased run; return False, writing nothing, if the lease was lost.
+
+    The lease is lost when ``next_attempt_at`` no longer equals ``lease_until`` or the run is no
+    longer pending or failed, e.g. because the lease ran out and another worker leased the run.
+    """
+    values: dict[str, Any] = {
+        "status": status,
+        "attempts": attempts,
+        "last_error": error[:1000] if error else None,
+        "next_attempt_at": next_attempt_at,
+    }
+    if status in (RUN_SUCCEEDED, RUN_DEAD):
+        values["finished_at"] = utc_now()
+    statement = (
+        update(ActionRun)
+        .where(
+            ActionRun.id == run_id,
+            ActionRun.status.in_((RUN_PENDING, RUN_FAILED)),
+            ActionRun.next_attempt_at == lease_until,
+        )
+        .values(**values)
+    )
+    with Session(engine) as session:
+        result = session.execute(statement)
+        session.commit()
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def record_audit(*, engine: Engine, actor: str, action: str, target: str | None, detail: dict[str, Any]) -> None:

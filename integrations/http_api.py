@@ -1,0 +1,979 @@
+"""HTTP API of the hub: readings in, alerts out, a health check, and OpenAPI docs at ``/docs``.
+
+Senders post readings to ``POST /api/v1/readings``. Every request names its source in the
+``X-Simpul-Source`` header and authenticates the way that ``http`` source is configured:
+
+* a bearer token, ``Authorization: Bearer <token>``, compared in constant time;
+* or an HMAC-SHA256 signature, ``X-Simpul-Signature: sha256=<hex>`` of
+  ``"<X-Simpul-Timestamp>.<raw body>"``. The timestamp must lie within the source's
+  ``max_skew`` of the hub clock, and a signature that was already accepted is rejected while
+  its timestamp is still inside that window.
+
+The API answers a readings request only after the ingestor has committed its readings.
+Whole-request errors are JSON ``{"error": code, "detail": text}`` with a 4xx or 5xx status.
+Per-reading problems such as an unknown device or an invalid value do not fail the request:
+they come back as ``rejected`` results next to the accepted readings.
+
+The module does not decide what a reading means (``rules.normalize`` does) and does not write
+to the store itself except for the alert steps. It never logs request bodies, tokens or
+secrets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from http import HTTPStatus
+from typing import Annotated, Any, Literal
+
+import sqlalchemy
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.encoders import jsonable_encoder
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic_core import PydanticCustomError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from rules.config import Config, HttpSource
+from rules.ingest import Ingestor, IngestorStopped
+from rules.readings import RawReading, ReadingResult
+from rules.secrets import MissingSecret, resolve_secret
+from rules.store import ops
+from rules.store.models import Alert
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+MAX_READINGS_PER_REQUEST = 10_000
+
+# A 422 answer lists at most this many shape problems, so that a large broken batch cannot
+# produce a response as large as the request.
+MAX_REPORTED_PROBLEMS = 100
+
+# Each remembered signature costs about 200 bytes, so the cap bounds the replay cache at
+# roughly 40 MB. Past the cap the oldest signatures are dropped, and a request replayed after
+# its signature was dropped is caught only by the timestamp check.
+MAX_REMEMBERED_SIGNATURES = 200_000
+
+# Repeated rejections of one kind from one source are logged once per window, then counted.
+REJECTION_LOG_WINDOW_SECONDS = 60.0
+
+SOURCE_HEADER = "x-simpul-source"
+TIMESTAMP_HEADER = "x-simpul-timestamp"
+SIGNATURE_HEADER = "x-simpul-signature"
+SIGNATURE_PREFIX = "sha256="
+
+
+# --- request and response models ---------------------------------------------------------------
+
+
+def _check_timestamp_type(value: Any) -> Any:
+    # JSON true and false would otherwise pass as the integers 1 and 0.
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise PydanticCustomError(
+            "timestamp_type", "expected ISO 8601 text or epoch seconds, e.g. \"2025-01-31T14:00:00+07:00\" or 1738306800"
+        )
+    return value
+
+
+class ReadingIn(BaseModel):
+    """One reading as a sender posts it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {"device": "manggarai", "metric": "level", "value": 862, "ts": "2025-01-31T14:00:00+07:00", "id": "pa-1738306800"}
+            ]
+        },
+    )
+
+    device: str = Field(description="Device id as registered in config.yaml, e.g. `manggarai`.")
+    metric: str = Field(description="A metric of the device's kind, e.g. `level`.")
+    value: Any = Field(
+        description="The measured value: a number, numeric text, a state such as `on`, a boolean, or null. "
+        "Invalid values (null, `unavailable`, text where a number is expected, out of range) are answered "
+        "as a `rejected` result with a reason, not as a request error."
+    )
+    ts: Annotated[str | int | float, BeforeValidator(_check_timestamp_type)] = Field(
+        description="Event time: ISO 8601 text, read in the source's time zone when it has no offset, or "
+        "epoch seconds (numbers above 1e11 are read as milliseconds)."
+    )
+    id: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Idempotency key. Without it the device, metric and ts identify the reading.",
+    )
+    unit: str | None = Field(
+        default=None,
+        max_length=40,
+        description="Unit as sent; stored with the reading without conversion. The metric's unit from config is used when absent.",
+    )
+
+
+class ReadingOutcome(BaseModel):
+    """What happened to one reading of the request."""
+
+    index: int = Field(description="Position of the reading in the request; 0 for a single object.")
+    outcome: Literal["accepted", "duplicate", "rejected"]
+    id: str | None = Field(description="The stored reading's id: the sender's id, or device|metric|ts.")
+    reason: str | None = Field(description="Stable code of a rejection, e.g. `unknown_device` or `not_a_number`.")
+    detail: str | None = Field(description="Human-readable explanation of a rejection.")
+    late: bool = Field(description="True when the reading is older than the newest stored one for its device and metric.")
+
+
+class ReadingsResponse(BaseModel):
+    """Per-reading outcomes of a readings request, in request order, with totals."""
+
+    results: list[ReadingOutcome]
+    accepted: int
+    duplicate: int
+    rejected: int
+
+
+class Problem(BaseModel):
+    """One problem in a request: the list index and field it concerns, and what is wrong."""
+
+    index: int | None = Field(default=None, description="Position of the reading in the request, when it concerns one.")
+    field: str | None = Field(default=None, description="Field or parameter name, when it concerns one.")
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """A whole-request error."""
+
+    error: str = Field(description="Stable error code, e.g. `invalid_token` or `malformed_json`.")
+    detail: str = Field(description="What failed, on which value, and what to do next.")
+    problems: list[Problem] | None = Field(default=None, description="Every problem found, for 422 answers.")
+
+
+class AlertOut(BaseModel):
+    """An alert: the record of a rule firing, with who acknowledged and resolved it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    rule_id: str
+    rule_name: str
+    device_id: str
+    agency_id: str
+    severity: str
+    status: Literal["open", "acknowledged", "resolved"]
+    message: str
+    value: str | None
+    flapping: bool
+    opened_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    acknowledge_note: str | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+    resolve_note: str | None
+
+
+class AlertsResponse(BaseModel):
+    """Alerts, newest first."""
+
+    alerts: list[AlertOut]
+
+
+class AlertStepIn(BaseModel):
+    """Who acknowledges or resolves an alert, and an optional note; both go to the audit log."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    by: str = Field(min_length=1, max_length=100, description="Name of the person taking the step.")
+    note: str | None = Field(default=None, max_length=1000)
+
+
+class HealthResponse(BaseModel):
+    """Hub status; the hub adds its own fields (integrations, queue sizes) beside ``status``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: str = Field(description="`ok`, or what the hub's health report says instead.")
+
+
+_READINGS = TypeAdapter(list[ReadingIn])
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """Raised by a handler to answer with a JSON error; the app's exception handler sends it."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        problems: list[Problem] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.problems = problems
+        self.headers = dict(headers) if headers else None
+
+    def response(self) -> JSONResponse:
+        content: dict[str, Any] = {"error": self.code, "detail": self.detail}
+        if self.problems is not None:
+            content["problems"] = [problem.model_dump() for problem in self.problems]
+        return JSONResponse(content, status_code=self.status, headers=self.headers)
+
+
+def _error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorResponse, "description": HTTPStatus(status).phrase} for status in statuses}
+
+
+class _RejectionLog:
+    """Logs rejected requests at WARNING: the first of each (source, error) per window, then a count.
+
+    A sender that floods the hub with bad requests therefore costs one log line per minute per
+    error code, not one per request. Unknown source names share one key, so that invented names
+    cannot grow the table.
+    """
+
+    def __init__(self, window: float = REJECTION_LOG_WINDOW_SECONDS) -> None:
+        self.window = window
+        self._windows: dict[tuple[str, str], list[float]] = {}
+
+    def record(self, source: str, code: str, status: int, detail: str) -> None:
+        now = time.monotonic()
+        key = (source, code)
+        entry = self._windows.get(key)
+        if entry is not None and now - entry[0] < self.window:
+            entry[1] += 1
+            return
+
+        if entry is not None and entry[1]:
+            self._log_repeats(key, int(entry[1]), now - entry[0])
+        self._windows[key] = [now, 0]
+        logger.warning("source %s: request rejected with %d %s: %s", source, status, code, detail)
+
+    def flush(self) -> None:
+        now = time.monotonic()
+        for key, (started, repeats) in self._windows.items():
+            if repeats:
+                self._log_repeats(key, int(repeats), now - started)
+        self._windows.clear()
+
+    @staticmethod
+    def _log_repeats(key: tuple[str, str], repeats: int, seconds: float) -> None:
+        source, code = key
+        logger.warning("source %s: %d more requests rejected with %s in the last %.0f s", source, repeats, code, seconds)
+
+
+# --- authentication -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _SourceKeys:
+    """The credentials of one ``http`` source, read from the environment when the app is created."""
+
+    source_id: str
+    token: bytes | None
+    hmac_secret: bytes | None
+    max_skew: float
+    # False when the referenced environment variable was unset: no request can authenticate.
+    configured: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _SignedHeaders:
+    timestamp: str
+    signature: str
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Caller:
+    """An authenticated request: its source, its raw body and, if signed, the remembered digest."""
+
+    source: _SourceKeys
+    body: bytes
+    digest: bytes | None
+
+
+class _ReplayCache:
+    """Digests of accepted signed requests, each kept until its timestamp leaves the allowed skew.
+
+    Used from the event loop thread only.
+    """
+
+    def __init__(self, max_entries: int = MAX_REMEMBERED_SIGNATURES) -> None:
+        self.max_entries = max_entries
+        self.evicted = 0
+        self._expiry: OrderedDict[bytes, float] = OrderedDict()
+
+    def claim(self, digest: bytes, expires: float, now: float) -> bool:
+        """Remember ``digest``; return False if it is already remembered, i.e. a replay."""
+        self._drop_expired(now)
+        if digest in self._expiry:
+            return False
+        if len(self._expiry) >= self.max_entries:
+            self._expiry.popitem(last=False)
+            self.evicted += 1
+        self._expiry[digest] = expires
+        return True
+
+    def release(self, digest: bytes) -> None:
+        """Forget ``digest`` so that a request the hub failed to process can be sent again as is."""
+        self._expiry.pop(digest, None)
+
+    def _drop_expired(self, now: float) -> None:
+        # Entries are in arrival order, not expiry order, so an expired entry may wait behind a
+        # newer one. That is harmless because the timestamp check rejects it first.
+        while self._expiry:
+            oldest = next(iter(self._expiry.values()))
+            if oldest > now:
+                return
+            self._expiry.popitem(last=False)
+
+
+class _Guard:
+    """Identifies the source of a request and checks its credentials."""
+
+    def __init__(self, config: Config) -> None:
+        self.sources: dict[str, _SourceKeys] = {}
+        self.other_sources: dict[str, str] = {}
+        self.replays = _ReplayCache()
+        for source in config.sources:
+            if isinstance(source, HttpSource):
+                self.sources[source.id] = _read_keys(source)
+            else:
+                self.other_sources[source.id] = source.type
+
+    def identify(self, request: Request) -> _SourceKeys:
+        name = request.headers.get(SOURCE_HEADER)
+        if not name:
+            raise ApiError(
+                400,
+                "missing_source",
+                "missing X-Simpul-Source header: set it to the id of your http source in config.yaml",
+            )
+
+        source = self.sources.get(name)
+        if source is not None:
+            request.scope["simpul.source"] = name
+            if not source.configured:
+                raise ApiError(
+                    503,
+                    "source_unavailable",
+                    f"the hub has no credentials for source {name!r} because its secret is not set; "
+                    "ask the hub operator to check the hub log",
+                )
+            return source
+
+        other_type = self.other_sources.get(name)
+        if other_type is not None:
+            request.scope["simpul.source"] = name
+            raise ApiError(
+                403,
+                "source_not_allowed",
+                f"source {name!r} is a {other_type} source; only sources of type http may call the API",
+            )
+        raise ApiError(
+            400,
+            "unknown_source",
+            f"unknown source {_clip(name)!r} in X-Simpul-Source: use the id of an http source in config.yaml",
+        )
+
+    def check_headers(self, source: _SourceKeys, request: Request, now: float) -> _SignedHeaders | None:
+        """Check the bearer token, or the presence and age of the signature headers.
+
+        Returns the signature headers for an HMAC source; its body is verified once read.
+        """
+        if source.token is not None:
+            self._check_token(source, request)
+            return None
+
+        timestamp = request.headers.get(TIMESTAMP_HEADER)
+        signature = request.headers.get(SIGNATURE_HEADER)
+        if not timestamp or not signature:
+            raise _unauthorized(
+                "missing_signature",
+                f"source {source.source_id!r} signs its requests: send X-Simpul-Timestamp (unix seconds) and "
+                "X-Simpul-Signature: sha256=<hex HMAC-SHA256 of \"<timestamp>.<body>\">",
+            )
+        if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+            raise _unauthorized(
+                "invalid_timestamp",
+                f"invalid X-Simpul-Timestamp {_clip(timestamp)!r}: send the current unix time in whole seconds",
+            )
+
+        skew = now - int(timestamp)
+        if abs(skew) > source.max_skew:
+            direction = "behind" if skew > 0 else "ahead of"
+            raise _unauthorized(
+                "stale_timestamp",
+                f"X-Simpul-Timestamp {timestamp} is {abs(skew):.0f} s {direction} the hub clock, more than the "
+                f"allowed {source.max_skew:.0f} s: sign the request again with the current time and check the sender's clock",
+            )
+        return _SignedHeaders(timestamp, signature, expires=int(timestamp) + source.max_skew)
+
+    def verify_signature(self, source: _SourceKeys, signed: _SignedHeaders, body: bytes) -> bytes:
+        """Verify the HMAC over the raw body and return the digest."""
+        assert source.hmac_secret is not None
+        message = signed.timestamp.encode("ascii") + b"." + body
+        digest = hmac.new(source.hmac_secret, message, hashlib.sha256).digest()
+        provided = signed.signature.strip()
+        valid_form = provided[: len(SIGNATURE_PREFIX)].lower() == SIGNATURE_PREFIX
+        provided_hex = provided[len(SIGNATURE_PREFIX) :].lower().encode("latin-1")
+        if not valid_form or not hmac.compare_digest(digest.hex().encode("ascii"), provided_hex):
+            raise _unauthorized(
+                "invalid_signature",
+                "invalid X-Simpul-Signature: expected sha256=<hex HMAC-SHA256 of \"<X-Simpul-Timestamp>.<raw body>\"> "
+                f"with the secret of source {source.source_id!r}; sign the exact bytes you send",
+            )
+        return digest
+
+    def claim_signature(self, digest: bytes, signed: _SignedHeaders, now: float) -> None:
+        if not self.replays.claim(digest, signed.expires, now):
+            raise _unauthorized(
+                "replayed_request",
+                "this signature was already used: sign every request, a retry included, with a new X-Simpul-Timestamp",
+            )
+
+    @staticmethod
+    def _check_token(source: _SourceKeys, request: Request) -> None:
+        assert source.token is not None
+        header = request.headers.get("authorization")
+        if not header:
+            raise _unauthorized(
+                "missing_credentials",
+                f"missing Authorization header: send 'Authorization: Bearer <token>' with the token of source {source.source_id!r}",
+            )
+
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _unauthorized(
+                "missing_credentials",
+                f"the Authorization header is not a bearer token: send 'Authorization: Bearer <token>' for source {source.source_id!r}",
+            )
+        if not hmac.compare_digest(token.strip().encode("latin-1"), source.token):
+            raise _unauthorized(
+                "invalid_token",
+                f"invalid bearer token for source {source.source_id!r}: check the token the hub operator gave you",
+            )
+
+
+def _read_keys(source: HttpSource) -> _SourceKeys:
+    auth = source.auth
+    reference = auth.token if auth.token is not None else auth.hmac_secret
+    assert reference is not None
+    try:
+        secret = resolve_secret(reference).encode("utf-8")
+    except MissingSecret:
+        logger.error(
+            "source %s: environment variable %s is not set; the API answers this source with 503 until the hub "
+            "is restarted with it",
+            source.id,
+            reference.env,
+        )
+        secret = b""
+    return _SourceKeys(
+        source_id=source.id,
+        token=secret if auth.token is not None else None,
+        hmac_secret=secret if auth.hmac_secret is not None else None,
+        max_skew=auth.max_skew.total_seconds(),
+        configured=bool(secret),
+    )
+
+
+class _Authenticator:
+    """Runs the checks of ``_Guard`` in request order and reads the body in between."""
+
+    def __init__(self, guard: _Guard, max_body_bytes: int) -> None:
+        self.guard = guard
+        self.max_body_bytes = max_body_bytes
+
+    async def authenticate(self, request: Request, *, json_body: bool, claim: bool) -> _Caller:
+        """Identify the source, check credentials, then read the body and verify its signature.
+
+        ``claim`` remembers the signature to reject replays. Reads leave it out because two
+        identical GETs signed in the same second are legitimate.
+        """
+        now = time.time()
+        source = self.guard.identify(request)
+        signed = self.guard.check_headers(source, request, now)
+        if json_body:
+            _check_json_content_type(request)
+        body = await _read_body(request, self.max_body_bytes)
+
+        if signed is None:
+            return _Caller(source, body, None)
+        digest = self.guard.verify_signature(source, signed, body)
+        if not claim:
+            return _Caller(source, body, None)
+        self.guard.claim_signature(digest, signed, now)
+        return _Caller(source, body, digest)
+
+
+async def _read_caller(request: Request) -> _Caller:
+    authenticator: _Authenticator = request.app.state.authenticator
+    return await authenticator.authenticate(request, json_body=False, claim=False)
+
+
+async def _step_caller(request: Request) -> _Caller:
+    authenticator: _Authenticator = request.app.state.authenticator
+    return await authenticator.authenticate(request, json_body=True, claim=True)
+
+
+def _unauthorized(code: str, detail: str) -> ApiError:
+    return ApiError(401, code, detail, headers={"WWW-Authenticate": 'Bearer realm="simpul"'})
+
+
+def _clip(text: str, limit: int = 100) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- bodies ---------------------------------------------------------------------------------------
+
+
+def _check_json_content_type(request: Request) -> None:
+    content_type = request.headers.get("content-type", "")
+    media_type, *parameters = content_type.split(";")
+    charset = "utf-8"
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+    if media_type.strip().lower() != "application/json" or charset not in ("utf-8", "utf8"):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"unsupported Content-Type {_clip(content_type) or '(none)'!r}: send the body as application/json in UTF-8",
+        )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """Read the body, failing as soon as it is declared or found to be larger than ``limit`` bytes."""
+    too_large = ApiError(
+        413,
+        "body_too_large",
+        f"the request body is larger than the hub's limit of {limit} bytes (simpul.max_body_bytes): "
+        f"send fewer readings per request, at most {MAX_READINGS_PER_REQUEST}",
+    )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+
+    # Counting the bytes also covers chunked bodies, which declare no length.
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise too_large
+    except ClientDisconnect:
+        raise ApiError(400, "incomplete_body", "the connection closed before the whole body arrived: send it again") from None
+    return bytes(body)
+
+
+def _parse_json(body: bytes) -> Any:
+    if not body.strip():
+        raise ApiError(400, "empty_body", "the request body is empty: send a reading object or a JSON list of them")
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as error:
+        raise ApiError(
+            400,
+            "malformed_json",
+            f"malformed JSON at line {error.lineno}, column {error.colno}: {error.msg}; fix the body and send it again",
+        ) from None
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_encoding", "the body is not valid UTF-8: encode the JSON as UTF-8") from None
+    except RecursionError:
+        raise ApiError(400, "malformed_json", "the JSON body nests too deeply: send flat reading objects") from None
+    except ValueError as error:
+        # The stdlib parser raises a plain ValueError for integers longer than 4300 digits.
+        raise ApiError(400, "malformed_json", f"the JSON body could not be read: {_clip(str(error), 200)}") from None
+
+
+def _to_raw_readings(document: Any) -> list[RawReading]:
+    """Check the shape of a readings body and convert it; any shape problem rejects the whole request."""
+    if isinstance(document, dict):
+        items: list[Any] = [document]
+    elif isinstance(document, list):
+        items = document
+    else:
+        raise ApiError(
+            422,
+            "invalid_shape",
+            f"the body is a JSON {_json_type(document)}: send a reading object or a JSON list of reading objects",
+        )
+
+    if not items:
+        raise ApiError(400, "empty_list", "the list of readings is empty: send at least one reading")
+    if len(items) > MAX_READINGS_PER_REQUEST:
+        raise ApiError(
+            413,
+            "too_many_readings",
+            f"the request holds {len(items)} readings, more than the limit of {MAX_READINGS_PER_REQUEST}: split it into smaller requests",
+        )
+
+    try:
+        readings = _READINGS.validate_python(items)
+    except ValidationError as error:
+        problems = _shape_problems(error)
+        bad_items = len({problem.index for problem in problems})
+        raise ApiError(
+            422,
+            "invalid_shape",
+            f"{bad_items} of {len(items)} readings have the wrong shape, so none were stored: fix the readings "
+            "listed in problems and send the request again",
+            problems=problems[:MAX_REPORTED_PROBLEMS],
+        ) from None
+    return [RawReading(r.device, r.metric, r.value, r.ts, r.id, r.unit) for r in readings]
+
+
+def _shape_problems(error: ValidationError) -> list[Problem]:
+    """List the problems of a readings list; each location starts with the item's index."""
+    problems = []
+    for item in error.errors(include_url=False, include_input=False, include_context=False):
+        index, *fields = item["loc"]
+        message = _shape_message(item["type"], item["msg"])
+        problems.append(Problem(index=int(index), field=str(fields[0]) if fields else None, message=message))
+    return problems
+
+
+def _shape_message(error_type: str, message: str) -> str:
+    if error_type == "model_type":
+        return "expected a reading object with device, metric, value and ts"
+    if error_type == "missing":
+        return "missing field"
+    if error_type == "extra_forbidden":
+        return "unknown field: a reading has device, metric, value, ts, id and unit"
+    return message
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "null"
+
+
+def _readings_answer(results: list[ReadingResult]) -> JSONResponse:
+    counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
+    rows = []
+    for index, result in enumerate(results):
+        counts[result.outcome] += 1
+        rows.append(
+            {
+                "index": index,
+                "outcome": result.outcome,
+                "id": result.reading_id,
+                "reason": result.reason,
+                "detail": result.detail,
+                "late": result.late,
+            }
+        )
+    return JSONResponse({"results": rows, **counts})
+
+
+# --- OpenAPI --------------------------------------------------------------------------------------
+
+API_DESCRIPTION = """\
+Rules hub for agencies' sensors: post readings, list alerts, acknowledge and resolve them.
+
+**Authentication.** Every request except `/api/v1/health` names an `http` source from
+config.yaml in `X-Simpul-Source` and authenticates as that source is configured:
+
+* `Authorization: Bearer <token>`, or
+* `X-Simpul-Timestamp: <unix seconds>` and
+  `X-Simpul-Signature: sha256=<hex of HMAC-SHA256(secret, "<timestamp>.<raw body>")>`.
+  The timestamp must be within the source's `max_skew` (default 5 minutes) of the hub clock,
+  and a POST whose signature was already accepted is rejected as a replay, so sign every
+  request, retries included, with a fresh timestamp.
+
+**Errors** of a whole request are JSON `{"error": code, "detail": text}`.
+"""
+
+READINGS_DESCRIPTION = f"""\
+Store readings and evaluate the rules on them. The answer comes after the readings are
+committed, so a 200 means they are durable.
+
+The body is one reading object or a JSON list of 1 to {MAX_READINGS_PER_REQUEST} of them, at
+most `simpul.max_body_bytes` bytes (default 1 MiB) as `application/json`.
+
+**Per-reading outcomes.** Each reading is `accepted`, `duplicate` (its id, or its device,
+metric and ts, is already stored) or `rejected` with a `reason` code such as
+`unknown_device`, `unknown_metric`, `not_a_number`, `unavailable`, `out_of_range` or
+`invalid_timestamp`. A batch with rejected readings still stores the others and answers 200.
+
+**Shape errors reject the whole request.** A list item that is not an object, a missing
+`device`, `metric`, `value` or `ts` field, a field of the wrong JSON type or an unknown field
+(such as a misspelt `id`) answers 422 and stores nothing. The `problems` list names each bad
+item by its `index`. A wrong shape is a fault of the sending program, not of one
+measurement, and storing the rest would hide it.
+"""
+
+_SECURITY_SCHEMES = {
+    "source": {"type": "apiKey", "in": "header", "name": "X-Simpul-Source", "description": "Id of an http source."},
+    "bearer": {"type": "http", "scheme": "bearer", "description": "The source's token."},
+    "signature": {"type": "apiKey", "in": "header", "name": "X-Simpul-Signature", "description": "sha256=<hex>"},
+    "timestamp": {"type": "apiKey", "in": "header", "name": "X-Simpul-Timestamp", "description": "Unix seconds."},
+}
+_SECURITY = [{"source": [], "bearer": []}, {"source": [], "signature": [], "timestamp": []}]
+
+
+def _body_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+_READINGS_BODY = _body_schema(
+    {
+        "oneOf": [
+            {"$ref": "#/components/schemas/ReadingIn"},
+            {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/ReadingIn"},
+                "minItems": 1,
+                "maxItems": MAX_READINGS_PER_REQUEST,
+            },
+        ]
+    }
+)
+_ALERT_STEP_BODY = _body_schema({"$ref": "#/components/schemas/AlertStepIn"})
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """Add the hand-parsed request bodies and the security schemes to the generated schema."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        components = schema.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
+        for model in (ReadingIn, AlertStepIn):
+            schemas[model.__name__] = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components["securitySchemes"] = _SECURITY_SCHEMES
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+# --- the app --------------------------------------------------------------------------------------
+
+
+def create_app(
+    *,
+    config: Config,
+    ingestor: Ingestor,
+    db: sqlalchemy.Engine,
+    health: Callable[[], dict[str, Any]] | None = None,
+) -> FastAPI:
+    """Build the API app; secrets of the ``http`` sources are read from the environment here."""
+    guard = _Guard(config)
+    authenticator = _Authenticator(guard, config.simpul.max_body_bytes)
+    rejections = _RejectionLog()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        rejections.flush()
+
+    app = FastAPI(title="Simpul", version="1", description=API_DESCRIPTION, lifespan=lifespan)
+    app.state.authenticator = authenticator
+    _install_openapi(app)
+
+    async def handle_api_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, ApiError)
+        source = request.scope.get("simpul.source", "(unidentified)")
+        rejections.record(source, error.code, error.status, error.detail)
+        return error.response()
+
+    async def handle_invalid_parameters(request: Request, error: Exception) -> Response:
+        assert isinstance(error, RequestValidationError)
+        problems = [
+            Problem(field=str(item["loc"][-1]) if item["loc"] else None, message=item["msg"]) for item in error.errors()
+        ]
+        names = ", ".join(sorted({problem.field or "?" for problem in problems}))
+        api_error = ApiError(422, "invalid_request", f"invalid parameters: {names}; see /docs", problems=problems)
+        return await handle_api_error(request, api_error)
+
+    async def handle_http_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, StarletteHTTPException)
+        code = HTTPStatus(error.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+        detail = f"{error.detail}: {request.method} {_clip(request.url.path)}; see /docs for the endpoints"
+        return JSONResponse({"error": code, "detail": detail}, status_code=error.status_code, headers=error.headers)
+
+    async def handle_unexpected(request: Request, error: Exception) -> Response:
+        # Starlette logs the traceback after this answer is sent.
+        return JSONResponse(
+            {"error": "internal_error", "detail": "the hub failed to handle the request; the hub log has the cause"},
+            status_code=500,
+        )
+
+    app.add_exception_handler(ApiError, handle_api_error)
+    app.add_exception_handler(RequestValidationError, handle_invalid_parameters)
+    app.add_exception_handler(StarletteHTTPException, handle_http_error)
+    app.add_exception_handler(Exception, handle_unexpected)
+
+    authenticate = authenticator.authenticate
+
+    @app.post(
+        f"{API_PREFIX}/readings",
+        summary="Post readings",
+        description=READINGS_DESCRIPTION,
+        response_model=ReadingsResponse,
+        responses=_error_responses(400, 401, 403, 413, 415, 422, 500, 503),
+        openapi_extra={"requestBody": _READINGS_BODY, "security": _SECURITY},
+        tags=["readings"],
+    )
+    async def post_readings(request: Request) -> Response:
+        caller = await authenticate(request, json_body=True, claim=True)
+        source_id = caller.source.source_id
+        raws = _to_raw_readings(_parse_json(caller.body))
+
+        try:
+            future = ingestor.submit(source_id, raws)
+        except IngestorStopped:
+            _release(caller)
+            raise ApiError(
+                503, "hub_stopping", "the hub is stopping: send the readings again in a minute", headers={"Retry-After": "30"}
+            ) from None
+        try:
+            # shield keeps a cancelled request (client gone, server shutting down) from
+            # cancelling the ingestor's future, which the writer thread completes later.
+            results = await asyncio.shield(asyncio.wrap_future(future))
+        except Exception as error:
+            _release(caller)
+            logger.error("source %s: storing %d readings failed: %s", source_id, len(raws), type(error).__name__)
+            raise ApiError(
+                500, "storing_failed", "storing the readings failed, so none of them were stored: send them again"
+            ) from None
+
+        if len(results) != len(raws):
+            raise RuntimeError(f"the ingestor returned {len(results)} results for {len(raws)} readings")
+        return _readings_answer(results)
+
+    def _release(caller: _Caller) -> None:
+        if caller.digest is not None:
+            guard.replays.release(caller.digest)
+
+    # NOTE: any http source may list, acknowledge and resolve alerts, and `by` is taken on
+    # trust. Users with roles per agency are not modelled yet.
+    @app.get(
+        f"{API_PREFIX}/alerts",
+        summary="List alerts",
+        description="Alerts, newest first. Any http source may read them.",
+        response_model=AlertsResponse,
+        responses=_error_responses(400, 401, 403, 422),
+        openapi_extra={"security": _SECURITY},
+        tags=["alerts"],
+    )
+    async def get_alerts(
+        _caller: Annotated[_Caller, Depends(_read_caller)],
+        status: Annotated[Literal["open", "acknowledged", "resolved"] | None, Query(description="Only alerts in this status.")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000, description="At most this many alerts.")] = 100,
+    ) -> dict[str, Any]:
+        alerts = await run_in_threadpool(ops.list_alerts, engine=db, status=status, limit=limit)
+        return {"alerts": [AlertOut.model_validate(alert) for alert in alerts]}
+
+    async def take_alert_step(step: Callable[..., Alert], alert_id: int, caller: _Caller) -> AlertOut:
+        document = _parse_json(caller.body)
+        try:
+            step_in = AlertStepIn.model_validate(document)
+        except ValidationError as error:
+            problems = [
+                Problem(field=".".join(str(part) for part in item["loc"]) or None, message=item["msg"])
+                for item in error.errors(include_url=False, include_input=False, include_context=False)
+            ]
+            raise ApiError(
+                422,
+                "invalid_shape",
+                'the body must be {"by": "<your name>", "note": "<optional text>"}: fix the fields listed in problems',
+                problems=problems,
+            ) from None
+
+        try:
+            alert = await run_in_threadpool(step, engine=db, alert_id=alert_id, by=step_in.by, note=step_in.note)
+        except ops.AlertNotFound:
+            raise ApiError(404, "alert_not_found", f"alert {alert_id} not found: list alerts with GET {API_PREFIX}/alerts") from None
+        except ops.AlertStateError as error:
+            raise ApiError(409, "wrong_alert_state", f"{error}") from None
+        logger.info(
+            "source %s: alert %d %s by %s", caller.source.source_id, alert_id, alert.status, _clip(step_in.by)
+        )
+        return AlertOut.model_validate(alert)
+
+    alert_step_options: dict[str, Any] = {
+        "response_model": AlertOut,
+        "responses": _error_responses(400, 401, 403, 404, 409, 413, 415, 422),
+        "openapi_extra": {"requestBody": _ALERT_STEP_BODY, "security": _SECURITY},
+        "tags": ["alerts"],
+    }
+
+    @app.post(
+        f"{API_PREFIX}/alerts/{{alert_id}}/acknowledge",
+        summary="Acknowledge an alert",
+        description="Acknowledge an open alert; 409 when it is already acknowledged or resolved.",
+        **alert_step_options,
+    )
+    async def acknowledge(
+        caller: Annotated[_Caller, Depends(_step_caller)],
+        alert_id: Annotated[int, Path(ge=1)],
+    ) -> AlertOut:
+        return await take_alert_step(ops.acknowledge_alert, alert_id, caller)
+
+    @app.post(
+        f"{API_PREFIX}/alerts/{{alert_id}}/resolve",
+        summary="Resolve an alert",
+        description="Resolve an open or acknowledged alert; 409 when it is already resolved.",
+        **alert_step_options,
+    )
+    async def resolve(
+        caller: Annotated[_Caller, Depends(_step_caller)],
+        alert_id: Annotated[int, Path(ge=1)],
+    ) -> AlertOut:
+        return await take_alert_step(ops.resolve_alert, alert_id, caller)
+
+    @app.get(
+        f"{API_PREFIX}/health",
+        summary="Hub health",
+        description="No authentication. `status` is `ok` unless the hub's health report says otherwise.",
+        response_model=HealthResponse,
+        responses=_error_responses(503),
+        tags=["health"],
+    )
+    async def get_health() -> Response:
+        report: dict[str, Any] = {"status": "ok"}
+        if health is not None:
+            try:
+                report.update(await run_in_threadpool(health))
+            except Exception:
+                logger.exception("health report failed")
+                return JSONResponse(
+                    {"error": "health_failed", "detail": "the hub's health report failed; the hub log has the cause"},
+                    status_code=503,
+                )
+        return JSONResponse(jsonable_encoder(report))
+
+    return app
+

@@ -1,0 +1,66 @@
+"""Start and stop the live hub: store, pipeline, ingestion thread, outbox worker, sources, HTTP API."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+
+from integrations.base import Stop
+from integrations.http_api import create_app
+from integrations.simulated import SimulatedFeed
+from integrations.webhook_out import WebhookExecutor
+from rules.config import Config, SimulatedSource
+from rules.ingest import Ingestor
+from rules.outbox import OutboxWorker
+from rules.pipeline import Pipeline
+from rules.store.db import connect
+
+logger = logging.getLogger(__name__)
+
+
+def run_hub(config: Config, database_url: str, *, host: str | None, port: int | None, simulate: bool) -> int:
+    """Run the hub until interrupted; return the process exit code."""
+    db = connect(database_url)
+    pipeline = Pipeline(config, db, event_clock=False)
+    ingestor = Ingestor(pipeline)
+    ingestor.start()
+    worker = OutboxWorker(db, {"webhook": WebhookExecutor({target.id: target for target in config.webhooks})})
+    worker.start()
+
+    feeds: list[SimulatedFeed] = []
+    stops: list[Stop] = []
+    if simulate:
+        for source in config.sources:
+            if isinstance(source, SimulatedSource):
+                feed = SimulatedFeed(source, config)
+                feeds.append(feed)
+                stops.append(feed.start(ingestor.submit))
+
+    def health() -> dict[str, Any]:
+        return {
+            "rules": len(pipeline.engine.rules),
+            "instances": len(pipeline.engine.instances),
+            "outbox": worker.health(),
+            "sources": {feed.id: feed.health() for feed in feeds},
+        }
+
+    app = create_app(config=config, ingestor=ingestor, db=db, health=health)
+    bind_host = host or config.simpul.host
+    bind_port = port or config.simpul.port
+    logger.info("Simpul hub listening on http://%s:%d (API docs at /docs)", bind_host, bind_port)
+    try:
+        uvicorn.run(app, host=bind_host, port=bind_port, log_level="warning")
+    finally:
+        _stop_all(stops + [worker.stop, ingestor.stop, db.dispose])
+    return 0
+
+
+def _stop_all(stops: list[Callable[[], None]]) -> None:
+    for stop in stops:
+        try:
+            stop()
+        except Exception:
+            logger.exception("stopping %r failed", stop)
