@@ -1,7 +1,7 @@
 """A simulated feed, clearly labelled, so a fresh hub shows live behaviour without any sensors.
 
 Every ``interval`` it sends one made-up reading per metric of each device it drives. Water
-levels swing between normal and above Siaga 2 over a ten-minute cycle (computed from each
+levels swing between normal and above Siaga 2 over a twenty-minute cycle (computed from each
 device's ``siaga_*`` attributes), waste bins fill up and are emptied, air quality drifts, pumps
 switch, and now and then a gauge reports ``unavailable`` so rejected readings show up too.
 All readings carry the source id, so they are easy to tell apart from real data in the store.
@@ -23,7 +23,7 @@ from rules.readings import RawReading
 
 logger = logging.getLogger(__name__)
 
-CYCLE_SECONDS = 600.0
+CYCLE_SECONDS = 1200.0
 
 
 class SimulatedFeed:
@@ -95,8 +95,11 @@ class SimulatedFeed:
         attributes = device.attributes
         if "siaga_3" in attributes and "siaga_2" in attributes:
             low = float(attributes["siaga_3"]) * 0.7
-            peak = float(attributes["siaga_2"]) + 0.25 * abs(float(attributes.get("siaga_1", attributes["siaga_2"])) - float(attributes["siaga_2"])) + 1
-            phase = (1 - math.cos(2 * math.pi * elapsed / CYCLE_SECONDS)) / 2
+            siaga_2 = float(attributes["siaga_2"])
+            siaga_1 = float(attributes.get("siaga_1", siaga_2 * 1.2))
+            peak = siaga_2 + 0.6 * (siaga_1 - siaga_2)
+            # Starting a quarter into the cycle puts the first Siaga crossing about a minute in.
+            phase = (1 - math.cos(2 * math.pi * (elapsed + CYCLE_SECONDS / 4) / CYCLE_SECONDS)) / 2
             return round(low + (peak - low) * phase + self.random.uniform(-2, 2), 1)
         if device.kind == "waste_bin" or metric == "fill":
             self.fill[device.id] += self.random.uniform(0.5, 3.0)

@@ -35,7 +35,7 @@ from rules.store.models import ActionRun
 
 SIGNATURE_PREFIX = "sha256="
 USER_AGENT = "simpul"
-# 408 Request Timeout and 429 Too Many Requests are the 4xx answers that a later attempt can pass.
+# 408 Request Timeout and 429 Too Many Requests are the 4xx responses that a later attempt can pass.
 RETRYABLE_CLIENT_ERRORS = frozenset({408, 429})
 
 
@@ -155,7 +155,7 @@ class WebhookExecutor:
         if 200 <= status < 300:
             return
 
-        described = f"webhook target {target.id} answered HTTP {status} {response.reason_phrase}".rstrip()
+        described = f"webhook target {target.id} returned HTTP {status} {response.reason_phrase}".rstrip()
         retryable = status >= 500 or status in RETRYABLE_CLIENT_ERRORS
         if retryable:
             retry_after = _retry_after_seconds(response.headers.get("Retry-After"), now=time.time())

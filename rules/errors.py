@@ -18,7 +18,7 @@ class SimpulError(Exception):
 
 
 class ActionError(SimpulError):
-    """Raised when an action run could not be carried out; the subclass says whether to retry."""
+    """Raised when an action run could not be carried out; its subclass decides whether the run is retried."""
 
 
 class RetryableActionError(ActionError):

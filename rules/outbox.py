@@ -44,6 +44,8 @@ DEFAULT_LEASE = timedelta(minutes=5)
 # Store failures of the polling thread are logged on the first one and then every this many.
 POLL_ERROR_LOG_EVERY = 60
 
+_RANDOM = random.Random()
+
 
 class Executor(Protocol):
     """Carries out the action runs of one type (e.g. ``webhook``) for the outbox worker.
@@ -71,7 +73,7 @@ def backoff_delay(
     The wait is 2, 4, 8, ... seconds, at most 10 minutes, less a random share of up to 10 %.
     A receiver's ``retry_after_seconds`` lengthens it, up to the same 10 minutes.
     """
-    generator = rng or random
+    generator = rng if rng is not None else _RANDOM
     exponential = min(FIRST_RETRY_SECONDS * 2.0 ** (attempts - 1), MAX_RETRY_SECONDS)
     seconds = exponential * (1.0 - generator.uniform(0.0, JITTER_SHARE))
     if retry_after_seconds is not None:
@@ -199,8 +201,8 @@ class OutboxWorker:
     def run_once(self, now: datetime | None = None) -> int:
         """Lease and run due runs one at a time, at most ``batch_size``; return how many ran.
 
-        ``now`` fixes the clock for every lease, retry time and log line, which is how tests
-        drive time; without it each run reads the wall clock when it is leased.
+        ``now`` fixes the clock for every lease and retry time, which is how tests drive time.
+        Without it, each run reads the wall clock when it is leased.
         """
         with self._health_lock:
             self._health["last_poll_at"] = (now or utc_now()).isoformat()
@@ -208,9 +210,7 @@ class OutboxWorker:
         ran = 0
         while ran < self.batch_size and not self._stopping.is_set():
             leased_at = now or utc_now()
-            runs = ops.lease_due_runs(
-                engine=self.db, types=self.executors, now=leased_at, lease=self.lease, limit=1
-            )
+            runs = ops.lease_due_runs(engine=self.db, types=self.executors, now=leased_at, lease=self.lease, limit=1)
             if not runs:
                 break
             self._attempt(runs[0], finished_at=now)
@@ -227,51 +227,58 @@ class OutboxWorker:
         executor = self.executors[run.type]
         lease_until = run.next_attempt_at
         attempts = run.attempts + 1
-        retry_after_seconds: float | None = None
+        described = _describe(run)
 
         try:
             executor.run(run)
         except PermanentActionError as error:
             self._finish(run, lease_until, ops.RUN_DEAD, attempts, str(error), None)
-            logger.error(
-                "action run %d (rule %s, device %s, target %s) is dead after attempt %d: %s",
-                run.id, run.rule_id, run.device_id, run.target, attempts, error,
-            )  # fmt: skip
+            logger.error("%s is dead after attempt %d: %s", described, attempts, error)
             return
         except RetryableActionError as error:
-            message = str(error)
-            retry_after_seconds = error.retry_after_seconds
+            self._retry_or_bury(
+                run, executor, lease_until, attempts, str(error), error.retry_after_seconds, finished_at
+            )
+            return
         except Exception as error:
-            # An executor bug is retried like a network error: it may be fixed before the last attempt.
+            # An executor bug is retried like a network error, because it may be fixed before the
+            # last attempt.
             message = f"unexpected {type(error).__name__} in the {run.type} executor: {error}"
-            logger.error(
-                "action run %d (rule %s, device %s, target %s): %s",
-                run.id, run.rule_id, run.device_id, run.target, message, exc_info=True,
-            )  # fmt: skip
-        else:
-            self._finish(run, lease_until, ops.RUN_SUCCEEDED, attempts, None, None)
-            logger.debug(
-                "action run %d (rule %s, device %s, target %s) succeeded on attempt %d",
-                run.id, run.rule_id, run.device_id, run.target, attempts,
-            )  # fmt: skip
+            logger.error("%s: %s", described, message, exc_info=True)
+            self._retry_or_bury(run, executor, lease_until, attempts, message, None, finished_at)
             return
 
+        self._finish(run, lease_until, ops.RUN_SUCCEEDED, attempts, None, None)
+        logger.debug("%s succeeded on attempt %d", described, attempts)
+
+    def _retry_or_bury(
+        self,
+        run: ActionRun,
+        executor: Executor,
+        lease_until: datetime,
+        attempts: int,
+        message: str,
+        retry_after_seconds: float | None,
+        finished_at: datetime | None,
+    ) -> None:
+        """Schedule the next attempt of a run that failed, or mark it dead after its last attempt."""
         max_attempts = executor.max_attempts(run)
         if attempts >= max_attempts:
             self._finish(run, lease_until, ops.RUN_DEAD, attempts, message, None)
-            logger.error(
-                "action run %d (rule %s, device %s, target %s) is dead after %d of %d attempts: %s",
-                run.id, run.rule_id, run.device_id, run.target, attempts, max_attempts, message,
-            )  # fmt: skip
+            logger.error("%s is dead after %d of %d attempts: %s", _describe(run), attempts, max_attempts, message)
             return
 
         delay = backoff_delay(attempts, retry_after_seconds=retry_after_seconds, rng=self._rng)
         retry_at = (finished_at or utc_now()) + delay
         self._finish(run, lease_until, ops.RUN_FAILED, attempts, message, retry_at)
         logger.warning(
-            "action run %d (rule %s, device %s, target %s) failed attempt %d of %d, retrying in %.1f s: %s",
-            run.id, run.rule_id, run.device_id, run.target, attempts, max_attempts, delay.total_seconds(), message,
-        )  # fmt: skip
+            "%s failed attempt %d of %d, retrying in %.1f s: %s",
+            _describe(run),
+            attempts,
+            max_attempts,
+            delay.total_seconds(),
+            message,
+        )
 
     def _finish(
         self,
@@ -295,10 +302,11 @@ class OutboxWorker:
         if not written:
             self._count("leases_lost")
             logger.warning(
-                "action run %d (rule %s, device %s, target %s): its lease ended and another worker leased it "
-                "before the outcome %s was written, so the other worker's outcome stands",
-                run.id, run.rule_id, run.device_id, run.target, status,
-            )  # fmt: skip
+                "%s: its lease ended and another worker leased it before the outcome %s was written, "
+                "so the other worker's outcome stands",
+                _describe(run),
+                status,
+            )
             return
         self._count({ops.RUN_SUCCEEDED: "succeeded", ops.RUN_FAILED: "retried", ops.RUN_DEAD: "dead"}[status])
 
@@ -306,3 +314,8 @@ class OutboxWorker:
         with self._health_lock:
             self._health[key] += 1
             self._health.update(latest)
+
+
+def _describe(run: ActionRun) -> str:
+    """Name a run by its ids for log lines, e.g. ``action run 7 (rule r, device d, target t)``."""
+    return f"action run {run.id} (rule {run.rule_id}, device {run.device_id}, target {run.target})"

@@ -35,6 +35,13 @@ logger = logging.getLogger(__name__)
 LOCAL_ACTIONS = frozenset({"alert", "dispatch", "log"})
 
 
+@dataclass(slots=True, frozen=True)
+class _AlertDraft:
+    row: dict[str, Any]
+    fields: dict[str, Any]
+    message: str
+
+
 @dataclass
 class Tally:
     """Counts kept while a pipeline runs; replay prints them."""
@@ -212,35 +219,70 @@ class Pipeline:
     # --- effects -----------------------------------------------------------------------------
 
     def _apply_effects(self, session: Session, now: datetime) -> None:
-        for effect in self.engine.take_effects():
+        """Write the batch's firings and resolutions with a handful of statements, in effect order.
+
+        Alerts are inserted together first, so every firing has its alert id before a later
+        resolution in the same batch refers to it.
+        """
+        effects = self.engine.take_effects()
+        firings = [effect for effect in effects if isinstance(effect, Firing)]
+        drafts = [self._draft_alert(firing) for firing in firings]
+        alert_ids = iter(ops.open_alerts(session=session, rows=[draft.row for draft in drafts]))
+        draft_by_firing = {id(firing): draft for firing, draft in zip(firings, drafts, strict=True)}
+
+        runs: list[dict[str, Any]] = []
+        jobs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        to_resolve: list[tuple[int, datetime, str]] = []
+        for effect in effects:
             if isinstance(effect, Firing):
-                self._on_firing(session, effect, now)
-            else:
-                self._on_resolution(session, effect)
+                alert_id = next(alert_ids)
+                effect.instance.open_alert_id = alert_id
+                self._on_firing(effect, draft_by_firing[id(effect)], alert_id, now, runs, jobs)
+                continue
+            # The engine may have produced this resolution before the firing's alert had an id;
+            # effects are applied in order, so the instance carries it by now.
+            alert_id = effect.alert_id if effect.alert_id is not None else effect.instance.open_alert_id
+            effect.instance.open_alert_id = None
+            if alert_id is not None:
+                to_resolve.append((alert_id, effect.at, effect.rule.id))
+
+        job_ids = ops.add_dispatch_jobs(session=session, rows=[job for job, _run in jobs])
+        for (_job, run), job_id in zip(jobs, job_ids, strict=True):
+            run["target"] = f"dispatch_job:{job_id}"
+        ops.add_action_runs(session=session, rows=runs)
+        self._resolve(session, to_resolve)
         ops.save_instances(session=session, instances=self.engine.take_dirty(), now=now)
 
-    def _on_firing(self, session: Session, firing: Firing, now: datetime) -> None:
+    def _draft_alert(self, firing: Firing) -> _AlertDraft:
         rule = firing.rule.rule
         fields = self._template_fields(firing)
         alert_action = next((action.alert for action in rule.then if action.alert is not None), None)
-        message = render(alert_action.message, fields) if alert_action else f"{rule.name}: {fields['value']}"
+        value_text = None if firing.value is None else _format_value(firing.value)
+        message = render(alert_action.message, fields) if alert_action else f"{rule.name}: {value_text or '-'}"
+        row = {
+            "rule_id": rule.id,
+            "rule_name": rule.name,
+            "device_id": firing.device.id,
+            "agency_id": rule.agency,
+            "severity": rule.severity,
+            "status": ops.ALERT_OPEN,
+            "message": message,
+            "value": value_text,
+            "flapping": firing.flapping,
+            "opened_at": firing.at,
+        }
+        return _AlertDraft(row, fields, message)
 
-        alert_id = ops.open_alert(
-            session=session,
-            values={
-                "rule_id": rule.id,
-                "rule_name": rule.name,
-                "device_id": firing.device.id,
-                "agency_id": rule.agency,
-                "severity": rule.severity,
-                "status": ops.ALERT_OPEN,
-                "message": message,
-                "value": None if firing.value is None else _format_value(firing.value),
-                "flapping": firing.flapping,
-                "opened_at": firing.at,
-            },
-        )
-        firing.instance.open_alert_id = alert_id
+    def _on_firing(
+        self,
+        firing: Firing,
+        draft: _AlertDraft,
+        alert_id: int,
+        now: datetime,
+        runs: list[dict[str, Any]],
+        jobs: list[tuple[dict[str, Any], dict[str, Any]]],
+    ) -> None:
+        rule = firing.rule.rule
         self.tally.firings[rule.id] += 1
         self.tally.opened[rule.id] += 1
         logger.info(
@@ -252,7 +294,6 @@ class Pipeline:
             " (flapping: notifications held)" if firing.flapping else "",
         )
 
-        runs = []
         for index, action in enumerate(rule.then):
             run: dict[str, Any] = {
                 "alert_id": alert_id,
@@ -272,21 +313,31 @@ class Pipeline:
             if action.alert is not None:
                 run["target"] = f"alert:{alert_id}"
             elif action.log is not None:
-                text = render(action.log.message, fields)
+                text = render(action.log.message, draft.fields)
                 run["payload"] = {"message": text}
                 logger.info("rule %s device %s log action: %s", rule.id, firing.device.id, text)
             elif action.dispatch is not None:
-                job_id = self._create_job(session, firing, action.dispatch, fields, alert_id, now)
-                run["target"] = f"dispatch_job:{job_id}"
+                jobs.append((self._job_row(firing, action.dispatch, draft.fields, alert_id, now), run))
             elif action.webhook is not None:
                 run["target"] = action.webhook.target
-                run["payload"] = _webhook_body(firing, alert_id, message, fields, action.webhook.message)
+                run["payload"] = _webhook_body(firing, alert_id, draft.message, draft.fields, action.webhook.message)
                 run["status"] = self._remote_status(firing)
                 run["attempts"] = 0
                 run["finished_at"] = None
                 run["next_attempt_at"] = now
             runs.append(run)
-        ops.add_action_runs(session=session, rows=runs)
+
+    def _resolve(self, session: Session, to_resolve: list[tuple[int, datetime, str]]) -> None:
+        still_open = ops.unresolved_alert_ids(session=session, ids=[alert_id for alert_id, _at, _rule in to_resolve])
+        rows = []
+        for alert_id, at, rule_id in to_resolve:
+            if alert_id not in still_open:
+                continue
+            still_open.discard(alert_id)
+            rows.append({"alert_id": alert_id, "at": at})
+            self.tally.resolved[rule_id] += 1
+            logger.info("rule %s cleared at %s: alert %d resolved", rule_id, at.isoformat(), alert_id)
+        ops.resolve_alerts(session=session, rows=rows, by="simpul", note="condition cleared")
 
     def _remote_status(self, firing: Firing) -> str:
         if not self.send_actions:
@@ -295,45 +346,23 @@ class Pipeline:
             return ops.RUN_HELD
         return ops.RUN_PENDING
 
-    def _create_job(self, session: Session, firing: Firing, spec: Any, fields: dict[str, Any], alert_id: int, now: datetime) -> int:
+    def _job_row(self, firing: Firing, spec: Any, fields: dict[str, Any], alert_id: int, now: datetime) -> dict[str, Any]:
         location = firing.device.location
-        return ops.add_dispatch_job(
-            session=session,
-            values={
-                "alert_id": alert_id,
-                "agency_id": self.teams.get(spec.team, firing.rule.rule.agency),
-                "team_id": spec.team,
-                "device_id": firing.device.id,
-                "title": render(spec.title, fields),
-                "lat": location.lat if location else None,
-                "lon": location.lon if location else None,
-                "status": "new",
-                "assignee": None,
-                "due_at": firing.at + spec.due,
-                "created_at": now,
-                "updated_at": now,
-            },
-        )
-
-    def _on_resolution(self, session: Session, resolution: Resolution) -> None:
-        # A firing and its clearing can fall in one batch, before the firing's alert had an id
-        # when the engine produced the resolution; effects are applied in order, so the
-        # instance now carries it.
-        rule_id = resolution.rule.id
-        alert_id = resolution.alert_id if resolution.alert_id is not None else resolution.instance.open_alert_id
-        resolution.instance.open_alert_id = None
-        if alert_id is None:
-            return
-        resolved = ops.resolve_alert_in(session=session, alert_id=alert_id, at=resolution.at, by="simpul", note="condition cleared")
-        if resolved:
-            self.tally.resolved[rule_id] += 1
-            logger.info(
-                "rule %s cleared on device %s at %s: alert %d resolved",
-                rule_id,
-                resolution.instance.device_id,
-                resolution.at.isoformat(),
-                alert_id,
-            )
+        return {
+            "action_run_id": None,
+            "alert_id": alert_id,
+            "agency_id": self.teams.get(spec.team, firing.rule.rule.agency),
+            "team_id": spec.team,
+            "device_id": firing.device.id,
+            "title": render(spec.title, fields),
+            "lat": location.lat if location else None,
+            "lon": location.lon if location else None,
+            "status": "new",
+            "assignee": None,
+            "due_at": firing.at + spec.due,
+            "created_at": now,
+            "updated_at": now,
+        }
 
     def _template_fields(self, firing: Firing) -> dict[str, Any]:
         device = firing.device

@@ -118,7 +118,7 @@ def resolved_at(alerts: Sequence[Alert]) -> list[datetime | None]:
 
 
 def open_store(tmp_path: Path) -> DbEngine:
-    """Open (and migrate) the SQLite store ``t.db`` in ``tmp_path``; the caller disposes it."""
+    """Open and migrate the SQLite store ``t.db`` in ``tmp_path``. The caller disposes the engine."""
     return connect(f"sqlite:///{tmp_path}/t.db")
 
 
@@ -134,13 +134,13 @@ PipelineFactory = Callable[..., Pipeline]
 
 @pytest.fixture
 def make_pipeline(db: DbEngine) -> PipelineFactory:
-    """Return a factory of pipelines on the test store: ``make_pipeline(yaml_text_or_config)``.
+    """Return a factory of pipelines on the test store, called as ``make_pipeline(yaml_text_or_config)``.
 
     Pipelines run on the event-time clock (replay mode) unless ``event_clock=False`` is given.
     """
 
-    def build(config: str | Config, *, event_clock: bool = True, store: DbEngine | None = None) -> Pipeline:
+    def build(config: str | Config, *, event_clock: bool = True) -> Pipeline:
         loaded = load_config(config) if isinstance(config, str) else config
-        return Pipeline(loaded, store if store is not None else db, event_clock=event_clock)
+        return Pipeline(loaded, db, event_clock=event_clock)
 
     return build

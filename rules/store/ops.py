@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
@@ -164,9 +164,39 @@ def delete_instances(*, session: Session, keys: Iterable[tuple[str, str]]) -> No
 # --- alerts --------------------------------------------------------------------------------------
 
 
-def open_alert(*, session: Session, values: dict[str, Any]) -> int:
+def _insert_returning_ids(session: Session, table: Any, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert rows and return their new ids in the order of ``rows``."""
+    if not rows:
+        return []
+    statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+    return [int(row_id) for row_id in session.execute(statement, list(rows)).scalars()]
+
+
+def open_alerts(*, session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
+    return _insert_returning_ids(session, Alert.__table__, rows)
+
+
+def unresolved_alert_ids(*, session: Session, ids: Sequence[int]) -> set[int]:
     table = Alert.__table__
-    return int(session.execute(insert(table).returning(table.c.id), values).scalar_one())
+    found: set[int] = set()
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start : start + 500])
+        query = select(table.c.id).where(table.c.id.in_(chunk), table.c.status != ALERT_RESOLVED)
+        found.update(session.execute(query).scalars())
+    return found
+
+
+def resolve_alerts(*, session: Session, rows: Sequence[dict[str, Any]], by: str, note: str) -> None:
+    """Resolve alerts by id; each row gives ``alert_id`` and the time ``at``."""
+    if not rows:
+        return
+    table = Alert.__table__
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("alert_id"))
+        .values(status=ALERT_RESOLVED, resolved_at=bindparam("at"), resolved_by=by, resolve_note=note)
+    )
+    session.execute(statement, list(rows))
 
 
 def resolve_alert_in(*, session: Session, alert_id: int, at: datetime, by: str, note: str | None) -> bool:
@@ -232,9 +262,8 @@ def add_action_runs(*, session: Session, rows: Sequence[dict[str, Any]]) -> None
         session.execute(insert(ActionRun.__table__), list(rows))
 
 
-def add_dispatch_job(*, session: Session, values: dict[str, Any]) -> int:
-    table = DispatchJob.__table__
-    return int(session.execute(insert(table).returning(table.c.id), values).scalar_one())
+def add_dispatch_jobs(*, session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
+    return _insert_returning_ids(session, DispatchJob.__table__, rows)
 
 
 def claim_due_runs(*, engine: Engine, types: Iterable[str], now: datetime, limit: int = 50) -> list[ActionRun]:
@@ -295,11 +324,15 @@ def lease_due_runs(
 
     A lease moves ``next_attempt_at`` to ``now + lease`` and keeps the status, so other workers
     skip the run until the lease ends, and a run whose worker dies before writing its outcome
-    becomes due again then. The UPDATE re-checks that each run is still due, so two workers
-    never lease the same run: PostgreSQL skips rows another worker has locked (FOR UPDATE SKIP
-    LOCKED), and SQLite runs one write transaction at a time.
+    becomes due again then. Two workers never lease the same run. On PostgreSQL the SELECT locks
+    its candidates and skips rows that another worker has locked (FOR UPDATE SKIP LOCKED). On
+    SQLite, which runs one write at a time, the UPDATE leases only candidates that are still due.
     """
-    due = (ActionRun.status.in_((RUN_PENDING, RUN_FAILED)), ActionRun.next_attempt_at <= now, ActionRun.type.in_(list(types)))
+    due = (
+        ActionRun.status.in_((RUN_PENDING, RUN_FAILED)),
+        ActionRun.next_attempt_at <= now,
+        ActionRun.type.in_(list(types)),
+    )
     candidates = (
         select(ActionRun.id)
         .where(*due)
@@ -307,21 +340,26 @@ def lease_due_runs(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    statement = (
-        update(ActionRun)
-        .where(ActionRun.id.in_(candidates.scalar_subquery()), *due)
-        .values(next_attempt_at=now + lease)
-        .returning(ActionRun)
-        .execution_options(synchronize_session=False)
-    )
-    any_due = select(ActionRun.id).where(*due).limit(1)
+    # The ids are read first and updated in the same transaction, because with this SELECT as a
+    # subquery of the UPDATE, PostgreSQL 15 leased every due run in spite of the LIMIT.
+    runs: list[ActionRun] = []
     with Session(engine, expire_on_commit=False) as session:
         while True:
-            runs = list(session.execute(statement).scalars())
+            ids = list(session.execute(candidates).scalars())
+            if not ids:
+                session.commit()
+                break
+            lease_statement = (
+                update(ActionRun)
+                .where(ActionRun.id.in_(ids), *due)
+                .values(next_attempt_at=now + lease)
+                .returning(ActionRun)
+                .execution_options(synchronize_session=False)
+            )
+            runs = list(session.execute(lease_statement).scalars())
             session.commit()
-            # Leasing nothing while runs are still due means another worker leased the same
-            # candidates first, so the next candidates are tried.
-            if runs or session.execute(any_due).first() is None:
+            # No run leased means another SQLite worker leased these candidates after the SELECT.
+            if runs:
                 break
     return sorted(runs, key=lambda run: run.id or 0)
 

@@ -211,7 +211,7 @@ def test_repeated_rejections_logged_once_then_counted(hub: Hub, caplog: pytest.L
     assert len(lines_while_running) == 1
     assert "source gateway" in lines_while_running[0]
     assert "invalid_token" in lines_while_running[0]
-    assert any("4 more requests rejected with invalid_token" in line for line in api_warnings(caplog))
+    assert any("4 more requests answered invalid_token" in line for line in api_warnings(caplog))
 
 
 def test_source_with_unset_secret_is_503(hub: Hub) -> None:
@@ -515,7 +515,9 @@ def test_alert_fires_then_acknowledged_and_resolved(hub: Hub) -> None:
     alert_id = alerts[0]["id"]
 
     acknowledged = hub.client.post(
-        f"/api/v1/alerts/{alert_id}/acknowledge", json={"by": "Sari", "note": "petugas menuju lokasi"}, headers=TOKEN_HEADERS
+        f"/api/v1/alerts/{alert_id}/acknowledge",
+        json={"by": "Sari", "note": "petugas menuju lokasi"},
+        headers=TOKEN_HEADERS,
     )
     resolved = hub.client.post(f"/api/v1/alerts/{alert_id}/resolve", json={"by": "Sari"}, headers=TOKEN_HEADERS)
 

@@ -31,8 +31,8 @@ SECRET_ENV = "SIMPUL_TEST_WEBHOOK_SECRET"
 
 
 @dataclass(frozen=True)
-class Answer:
-    """How the receiver answers one request: a status, or closing the connection without one."""
+class ScriptedResponse:
+    """The receiver's response to one request: a status, or closing the connection without one."""
 
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
@@ -54,14 +54,14 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(length)
         receiver = self.server.receiver
-        answer = receiver.record(Delivery(self.path, self.headers, body))
+        response = receiver.record(Delivery(self.path, self.headers, body))
 
-        time.sleep(answer.delay_seconds)
-        if answer.close:
+        time.sleep(response.delay_seconds)
+        if response.close:
             self.close_connection = True
             return
-        self.send_response(answer.status)
-        for name, value in answer.headers.items():
+        self.send_response(response.status)
+        for name, value in response.headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -75,20 +75,20 @@ class _ReceiverServer(ThreadingHTTPServer):
     receiver: Receiver
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that timed out has gone before the delayed answer is written.
+        # A client that timed out has closed the connection before the delayed response is written.
         pass
 
 
 class Receiver:
-    """An HTTP server on 127.0.0.1 that records each POST and gives the next scripted answer.
+    """An HTTP server on 127.0.0.1 that records each POST and sends the next scripted response.
 
-    Once the script is used up it answers with ``default``.
+    Once the script is used up it sends ``default``.
     """
 
     def __init__(self) -> None:
         self.deliveries: list[Delivery] = []
-        self.default = Answer(200)
-        self._script: deque[Answer] = deque()
+        self.default = ScriptedResponse(200)
+        self._script: deque[ScriptedResponse] = deque()
         self._lock = threading.Lock()
         self._server = _ReceiverServer(("127.0.0.1", 0), _Handler)
         self._server.receiver = self
@@ -101,11 +101,11 @@ class Receiver:
     def url(self, query: str = "") -> str:
         return f"http://127.0.0.1:{self.port}/hook" + (f"?{query}" if query else "")
 
-    def script(self, *answers: Answer) -> None:
+    def script(self, *responses: ScriptedResponse) -> None:
         with self._lock:
-            self._script.extend(answers)
+            self._script.extend(responses)
 
-    def record(self, delivery: Delivery) -> Answer:
+    def record(self, delivery: Delivery) -> ScriptedResponse:
         with self._lock:
             self.deliveries.append(delivery)
             return self._script.popleft() if self._script else self.default
@@ -204,7 +204,7 @@ def test_request_goes_to_target_path_and_query(receiver: Receiver) -> None:
 
 @pytest.mark.usefixtures("secret_env")
 def test_success_raises_nothing(receiver: Receiver) -> None:
-    receiver.script(Answer(204))
+    receiver.script(ScriptedResponse(204))
 
     send(receiver.url())
 
@@ -217,7 +217,7 @@ def test_success_raises_nothing(receiver: Receiver) -> None:
 @pytest.mark.usefixtures("secret_env")
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 408, 429])
 def test_retryable_status_raises_retryable(receiver: Receiver, status: int) -> None:
-    receiver.script(Answer(status))
+    receiver.script(ScriptedResponse(status))
 
     with pytest.raises(RetryableActionError, match=f"HTTP {status}"):
         send(receiver.url())
@@ -226,7 +226,7 @@ def test_retryable_status_raises_retryable(receiver: Receiver, status: int) -> N
 @pytest.mark.usefixtures("secret_env")
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 410, 422])
 def test_client_error_raises_permanent(receiver: Receiver, status: int) -> None:
-    receiver.script(Answer(status))
+    receiver.script(ScriptedResponse(status))
 
     with pytest.raises(PermanentActionError, match=f"HTTP {status}"):
         send(receiver.url())
@@ -234,7 +234,7 @@ def test_client_error_raises_permanent(receiver: Receiver, status: int) -> None:
 
 @pytest.mark.usefixtures("secret_env")
 def test_redirect_is_not_followed(receiver: Receiver) -> None:
-    receiver.script(Answer(301, {"Location": receiver.url("moved=1")}))
+    receiver.script(ScriptedResponse(301, {"Location": receiver.url("moved=1")}))
 
     with pytest.raises(PermanentActionError, match="redirects are not followed"):
         send(receiver.url())
@@ -243,7 +243,7 @@ def test_redirect_is_not_followed(receiver: Receiver) -> None:
 
 @pytest.mark.usefixtures("secret_env")
 def test_retry_after_seconds_is_read(receiver: Receiver) -> None:
-    receiver.script(Answer(429, {"Retry-After": "30"}))
+    receiver.script(ScriptedResponse(429, {"Retry-After": "30"}))
 
     with pytest.raises(RetryableActionError) as raised:
         send(receiver.url())
@@ -252,7 +252,7 @@ def test_retry_after_seconds_is_read(receiver: Receiver) -> None:
 
 @pytest.mark.usefixtures("secret_env")
 def test_retry_after_http_date_is_read(receiver: Receiver) -> None:
-    receiver.script(Answer(503, {"Retry-After": formatdate(time.time() + 120, usegmt=True)}))
+    receiver.script(ScriptedResponse(503, {"Retry-After": formatdate(time.time() + 120, usegmt=True)}))
 
     with pytest.raises(RetryableActionError) as raised:
         send(receiver.url())
@@ -262,7 +262,7 @@ def test_retry_after_http_date_is_read(receiver: Receiver) -> None:
 
 @pytest.mark.usefixtures("secret_env")
 def test_invalid_retry_after_is_ignored(receiver: Receiver) -> None:
-    receiver.script(Answer(429, {"Retry-After": "soon"}))
+    receiver.script(ScriptedResponse(429, {"Retry-After": "soon"}))
 
     with pytest.raises(RetryableActionError) as raised:
         send(receiver.url())
@@ -280,7 +280,7 @@ def test_connection_refused_raises_retryable() -> None:
 
 @pytest.mark.usefixtures("secret_env")
 def test_closed_connection_raises_retryable(receiver: Receiver) -> None:
-    receiver.script(Answer(close=True))
+    receiver.script(ScriptedResponse(close=True))
 
     with pytest.raises(RetryableActionError, match="request failed"):
         send(receiver.url())
@@ -288,7 +288,7 @@ def test_closed_connection_raises_retryable(receiver: Receiver) -> None:
 
 @pytest.mark.usefixtures("secret_env")
 def test_slow_receiver_raises_retryable_timeout(receiver: Receiver) -> None:
-    receiver.script(Answer(200, delay_seconds=1.5))
+    receiver.script(ScriptedResponse(200, delay_seconds=1.5))
 
     with pytest.raises(RetryableActionError, match="timed out after 1 s"):
         send(receiver.url(), timeout="1s")

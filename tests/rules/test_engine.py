@@ -1,7 +1,8 @@
 """Rule semantics through the real pipeline, engine and SQLite store.
 
 Every test feeds readings as a sender would and reads the alerts, action runs, dispatch jobs and
-rule instances back from the store. Times are minutes after ``T0`` unless a test says otherwise.
+rule instances back from the store. Times are minutes after ``T0`` except where a test passes
+its own start.
 Unless a test passes ``event_clock=False``, the pipeline runs on the event-time clock (replay),
 so a reading of another device moves the clock without touching the rule under test.
 """
@@ -31,7 +32,6 @@ from tests.conftest import (
     fetch_instances,
     fetch_readings,
     fetch_rejected,
-    load_config,
     opened_at,
     resolved_at,
 )
@@ -164,7 +164,9 @@ def count_alerts(db: DbEngine) -> int:
         ("between: [800, 850]", 850.01, False),
     ],
 )
-def test_threshold_boundary(make_pipeline: PipelineFactory, db: DbEngine, comparison: str, value: float, fires: bool) -> None:
+def test_threshold_boundary(
+    make_pipeline: PipelineFactory, db: DbEngine, comparison: str, value: float, fires: bool
+) -> None:
     pipeline = make_pipeline(rule_on_level(comparison))
 
     feed(pipeline, "manggarai", "level", [(0, value)])
@@ -184,7 +186,9 @@ def test_threshold_boundary(make_pipeline: PipelineFactory, db: DbEngine, compar
         ("between: [800.0, 850]", 850),
     ],
 )
-def test_int_and_float_compare_as_numbers(make_pipeline: PipelineFactory, db: DbEngine, comparison: str, value: object) -> None:
+def test_int_and_float_compare_as_numbers(
+    make_pipeline: PipelineFactory, db: DbEngine, comparison: str, value: object
+) -> None:
     pipeline = make_pipeline(rule_on_level(comparison))
 
     feed(pipeline, "manggarai", "level", [(0, value)])
@@ -475,7 +479,9 @@ def test_relapse_above_trigger_keeps_one_alert(make_pipeline: PipelineFactory, d
         (-100.5, "out_of_range"),
     ],
 )
-def test_invalid_value_rejected_with_reason(make_pipeline: PipelineFactory, db: DbEngine, value: object, reason: str) -> None:
+def test_invalid_value_rejected_with_reason(
+    make_pipeline: PipelineFactory, db: DbEngine, value: object, reason: str
+) -> None:
     pipeline = make_pipeline(with_rules(INSTANT_RULE))
 
     results = feed(pipeline, "manggarai", "level", [(0, value)])
@@ -713,7 +719,7 @@ rules:
     )
     pipeline = make_pipeline(config)
 
-    # Fires at 15; true again at 40, so the duration ends at 55, after the cooldown (45).
+    # Fires at 15 and is true again at 40, so the duration ends at 55, after the cooldown ends (45).
     feed_each(pipeline, "manggarai", "level", [(0, 900), (20, 700), (40, 900)])
     move_clock(pipeline, 180)
 
@@ -736,7 +742,7 @@ rules:
       - log: {message: "siaga {device.id}"}
 """
 
-# Fires at 0, 10, 20 and 30; the third and fourth firings are within an hour of two others.
+# Fires at 0, 10, 20 and 30. The third and fourth firings each follow two others within an hour.
 FLAPPING_STEPS = [(0, 900), (5, 700), (10, 900), (15, 700), (20, 900), (25, 700), (30, 900)]
 
 
@@ -1132,28 +1138,31 @@ def test_and_condition_read_on_watched_reading_only(make_pipeline: PipelineFacto
 
 
 def test_selector_rule_over_20000_devices(make_pipeline: PipelineFactory, db: DbEngine) -> None:
-    # durable_rules allows at most 1024 sessions per ruleset, so this fails if the engine opens one per device.
+    # durable_rules limits the live sessions of a ruleset, so one rule over 20,000 devices fails if
+    # the engine opens a session per device. Firings are counted, not timed.
     count = 20_000
     config = Config.model_validate(
         {
             "agencies": [{"id": "dlh", "name": "DLH"}],
             "kinds": {"waste_bin": {"metrics": {"fill": {"unit": "%", "min": 0, "max": 100}}}},
             "devices": [
-                {"id": f"bin-{index}", "name": f"Bin {index}", "agency": "dlh", "kind": "waste_bin"} for index in range(count)
+                {"id": f"bin-{index}", "name": f"Bin {index}", "agency": "dlh", "kind": "waste_bin"}
+                for index in range(count)
             ],
             "rules": [
-                {"id": "bin-penuh", "name": "Bin penuh", "agency": "dlh", "when": {"kind": "waste_bin", "metric": "fill", "above": 90}}
+                {
+                    "id": "bin-penuh",
+                    "name": "Bin penuh",
+                    "agency": "dlh",
+                    "when": {"kind": "waste_bin", "metric": "fill", "above": 90},
+                }
             ],
         }
     )
     pipeline = make_pipeline(config)
 
-    # Every second bin is full.
-    readings = [
-        RawReading(device=f"bin-{index}", metric="fill", value=95 if index % 2 == 0 else 40, ts=at(0)) for index in range(count)
-    ]
+    readings = [RawReading(device=f"bin-{index}", metric="fill", value=95, ts=at(0)) for index in range(count)]
     pipeline.process(SOURCE, readings)
 
-    assert pipeline.tally.firings["bin-penuh"] == count // 2
-    assert count_alerts(db) == count // 2
-    assert len(fetch_instances(db)) == count // 2
+    assert pipeline.tally.firings["bin-penuh"] == count
+    assert count_alerts(db) == count

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -20,10 +22,12 @@ from rules.outbox import DEFAULT_LEASE, Executor, OutboxWorker, backoff_delay
 from rules.pipeline import Pipeline
 from rules.readings import RawReading
 from rules.store import ops
+from rules.store.db import connect
 from rules.store.models import ActionRun, utc_now
 from tests.conftest import at, fetch_action_runs, load_config, open_store
-from tests.integrations.test_webhook_out import Answer, Receiver, unused_port
+from tests.integrations.test_webhook_out import Receiver, ScriptedResponse, unused_port
 
+POSTGRES_URL = os.environ.get("SIMPUL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SECRET = "s3cret-for-outbox-tests"
 SECRET_ENV = "SIMPUL_TEST_WEBHOOK_SECRET"
 
@@ -103,17 +107,44 @@ def secret_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(SECRET_ENV, SECRET)
 
 
+@pytest.fixture
+def postgres_db() -> Iterator[Engine]:
+    """A store in a new database on the PostgreSQL server at SIMPUL_TEST_POSTGRES_URL, dropped afterwards."""
+    try:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_URL, connect_timeout=3):
+            pass
+    except Exception:
+        pytest.skip(f"no PostgreSQL server reachable at {POSTGRES_URL}; set SIMPUL_TEST_POSTGRES_URL to run this")
+
+    name = f"simpul_outbox_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    engine = connect(POSTGRES_URL.rsplit("/", 1)[0] + "/" + name)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
 WorkerFactory = Callable[..., OutboxWorker]
 
 
 @pytest.fixture
 def make_worker(db: Engine) -> Iterator[WorkerFactory]:
-    """Return a factory of workers with a webhook executor for the config's targets; all are
-    stopped and their executors closed at the end of the test."""
+    """Return a factory of workers with a webhook executor for the config's targets.
+
+    The workers are stopped and their executors closed at the end of the test.
+    """
     workers: list[OutboxWorker] = []
     executors: list[WebhookExecutor] = []
 
-    def build(config: Config, *, store: Engine | None = None, executor: Executor | None = None, **options: object) -> OutboxWorker:
+    def build(
+        config: Config, *, store: Engine | None = None, executor: Executor | None = None, **options: object
+    ) -> OutboxWorker:
         if executor is None:
             webhook = WebhookExecutor({target.id: target for target in config.webhooks})
             executors.append(webhook)
@@ -198,7 +229,7 @@ def test_skipped_run_is_not_sent(db: Engine, receiver: Receiver, make_worker: Wo
 
 
 def test_server_error_is_retried_until_dead(db: Engine, receiver: Receiver, make_worker: WorkerFactory) -> None:
-    receiver.default = Answer(500)
+    receiver.default = ScriptedResponse(500)
     config = make_config(receiver.url(), max_attempts=3)
     fire(Pipeline(config, db, event_clock=True))
 
@@ -211,7 +242,7 @@ def test_server_error_is_retried_until_dead(db: Engine, receiver: Receiver, make
 
 
 def test_retry_waits_grow(db: Engine, receiver: Receiver, make_worker: WorkerFactory) -> None:
-    receiver.default = Answer(503)
+    receiver.default = ScriptedResponse(503)
     config = make_config(receiver.url(), max_attempts=4)
     fire(Pipeline(config, db, event_clock=True))
     worker = make_worker(config)
@@ -231,7 +262,7 @@ def test_retry_waits_grow(db: Engine, receiver: Receiver, make_worker: WorkerFac
 
 
 def test_failed_run_waits_for_its_retry_time(db: Engine, receiver: Receiver, make_worker: WorkerFactory) -> None:
-    receiver.script(Answer(500))
+    receiver.script(ScriptedResponse(500))
     config = make_config(receiver.url())
     fire(Pipeline(config, db, event_clock=True))
     worker = make_worker(config)
@@ -245,7 +276,7 @@ def test_failed_run_waits_for_its_retry_time(db: Engine, receiver: Receiver, mak
 
 
 def test_dead_run_is_not_sent_again(db: Engine, receiver: Receiver, make_worker: WorkerFactory) -> None:
-    receiver.default = Answer(500)
+    receiver.default = ScriptedResponse(500)
     config = make_config(receiver.url(), max_attempts=2)
     fire(Pipeline(config, db, event_clock=True))
     worker = make_worker(config)
@@ -268,7 +299,7 @@ def test_connection_refused_is_retried_until_dead(db: Engine, make_worker: Worke
 
 
 def test_closed_connection_is_retried(db: Engine, receiver: Receiver, make_worker: WorkerFactory) -> None:
-    receiver.script(Answer(close=True))
+    receiver.script(ScriptedResponse(close=True))
     config = make_config(receiver.url())
     fire(Pipeline(config, db, event_clock=True))
 
@@ -278,7 +309,7 @@ def test_closed_connection_is_retried(db: Engine, receiver: Receiver, make_worke
 
 
 def test_client_error_is_dead_at_once(db: Engine, receiver: Receiver, make_worker: WorkerFactory) -> None:
-    receiver.default = Answer(400)
+    receiver.default = ScriptedResponse(400)
     config = make_config(receiver.url(), max_attempts=5)
     fire(Pipeline(config, db, event_clock=True))
 
@@ -291,7 +322,7 @@ def test_client_error_is_dead_at_once(db: Engine, receiver: Receiver, make_worke
 
 
 def test_too_many_requests_is_retried(db: Engine, receiver: Receiver, make_worker: WorkerFactory) -> None:
-    receiver.script(Answer(429))
+    receiver.script(ScriptedResponse(429))
     config = make_config(receiver.url())
     fire(Pipeline(config, db, event_clock=True))
 
@@ -301,7 +332,7 @@ def test_too_many_requests_is_retried(db: Engine, receiver: Receiver, make_worke
 
 
 def test_retry_after_delays_next_attempt(db: Engine, receiver: Receiver, make_worker: WorkerFactory) -> None:
-    receiver.script(Answer(429, {"Retry-After": "30"}))
+    receiver.script(ScriptedResponse(429, {"Retry-After": "30"}))
     config = make_config(receiver.url())
     fire(Pipeline(config, db, event_clock=True))
     worker = make_worker(config)
@@ -316,7 +347,7 @@ def test_retry_after_delays_next_attempt(db: Engine, receiver: Receiver, make_wo
 
 
 def test_success_after_failure_counts_attempts(db: Engine, receiver: Receiver, make_worker: WorkerFactory) -> None:
-    receiver.script(Answer(500), Answer(500))
+    receiver.script(ScriptedResponse(500), ScriptedResponse(500))
     config = make_config(receiver.url(), max_attempts=5)
     fire(Pipeline(config, db, event_clock=True))
 
@@ -329,7 +360,7 @@ def test_success_after_failure_counts_attempts(db: Engine, receiver: Receiver, m
 
 
 def test_every_attempt_has_the_same_delivery_id(db: Engine, receiver: Receiver, make_worker: WorkerFactory) -> None:
-    receiver.script(Answer(502))
+    receiver.script(ScriptedResponse(502))
     config = make_config(receiver.url())
     fire(Pipeline(config, db, event_clock=True))
 
@@ -407,7 +438,7 @@ def test_started_worker_delivers_and_stops(db: Engine, receiver: Receiver, make_
 
 
 def test_health_counts_outcomes(db: Engine, receiver: Receiver, make_worker: WorkerFactory) -> None:
-    receiver.script(Answer(500), Answer(200), Answer(404))
+    receiver.script(ScriptedResponse(500), ScriptedResponse(200), ScriptedResponse(404))
     config = make_config(receiver.url())
     pipeline = Pipeline(config, db, event_clock=True)
     worker = make_worker(config)
@@ -436,7 +467,7 @@ def test_logs_never_contain_secret_or_query(
     db: Engine, receiver: Receiver, make_worker: WorkerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    receiver.script(Answer(500), Answer(400))
+    receiver.script(ScriptedResponse(500), ScriptedResponse(400))
     config = make_config(receiver.url("token=query-token"))
     fire(Pipeline(config, db, event_clock=True))
 
@@ -451,7 +482,7 @@ def test_logs_never_contain_secret_or_query(
 def test_retry_is_logged_as_warning_with_ids(
     db: Engine, receiver: Receiver, make_worker: WorkerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    receiver.script(Answer(500))
+    receiver.script(ScriptedResponse(500))
     config = make_config(receiver.url())
     fire(Pipeline(config, db, event_clock=True))
 
@@ -459,14 +490,16 @@ def test_retry_is_logged_as_warning_with_ids(
 
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert warnings[0].startswith(f"action run {only_run(db).id} (rule siaga-x, device x, target hook) failed attempt 1 of 3")
-    assert warnings[0].endswith("s: webhook target hook answered HTTP 500 Internal Server Error")
+    assert warnings[0].startswith(
+        f"action run {only_run(db).id} (rule siaga-x, device x, target hook) failed attempt 1 of 3"
+    )
+    assert warnings[0].endswith("s: webhook target hook returned HTTP 500 Internal Server Error")
 
 
 def test_dead_run_is_logged_as_error_with_ids(
     db: Engine, receiver: Receiver, make_worker: WorkerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    receiver.script(Answer(400))
+    receiver.script(ScriptedResponse(400))
     config = make_config(receiver.url())
     fire(Pipeline(config, db, event_clock=True))
 
@@ -475,7 +508,7 @@ def test_dead_run_is_logged_as_error_with_ids(
     errors = [record.getMessage() for record in caplog.records if record.levelno == logging.ERROR]
     assert errors == [
         f"action run {only_run(db).id} (rule siaga-x, device x, target hook) is dead after attempt 1: "
-        "webhook target hook answered HTTP 400 Bad Request"
+        "webhook target hook returned HTTP 400 Bad Request"
     ]
 
 
@@ -528,7 +561,7 @@ def test_restarted_worker_resends_run_left_mid_send(
 def test_restarted_worker_resumes_failed_run(
     db: Engine, tmp_path: Path, receiver: Receiver, make_worker: WorkerFactory
 ) -> None:
-    receiver.script(Answer(500))
+    receiver.script(ScriptedResponse(500))
     config = make_config(receiver.url())
     fire(Pipeline(config, db, event_clock=True))
     make_worker(config).run_once(utc_now())
@@ -546,13 +579,16 @@ def test_restarted_worker_resumes_failed_run(
     assert run.attempts == 2
 
 
-def test_two_workers_send_each_run_once(db: Engine, receiver: Receiver, make_worker: WorkerFactory) -> None:
-    receiver.default = Answer(200, delay_seconds=0.02)
+def send_with_two_workers(store: Engine, receiver: Receiver, make_worker: WorkerFactory) -> list[int]:
+    """Fire the rule six times, let two workers run the due runs at the same moment, and return
+    how many runs each worker ran."""
+    receiver.default = ScriptedResponse(200, delay_seconds=0.02)
     config = make_config(receiver.url())
-    pipeline = Pipeline(config, db, event_clock=True)
-    for minute in range(0, 60, 10):
+    pipeline = Pipeline(config, store, event_clock=True)
+    # Firings 90 minutes apart stay below the default flapping limit of 4 firings an hour.
+    for minute in range(0, 6 * 90, 90):
         fire(pipeline, minute)
-    workers = [make_worker(config), make_worker(config)]
+    workers = [make_worker(config, store=store), make_worker(config, store=store)]
     now = utc_now()
     start = threading.Barrier(2)
     counts: list[int] = []
@@ -566,8 +602,24 @@ def test_two_workers_send_each_run_once(db: Engine, receiver: Receiver, make_wor
         thread.start()
     for thread in threads:
         thread.join(10)
+    return counts
+
+
+def test_two_workers_send_each_run_once(db: Engine, receiver: Receiver, make_worker: WorkerFactory) -> None:
+    counts = send_with_two_workers(db, receiver, make_worker)
 
     run_ids = [str(run.id) for run in fetch_action_runs(db)]
+    assert sum(counts) == 6
+    assert sorted(receiver.delivery_ids()) == sorted(run_ids)
+
+
+@pytest.mark.postgres
+def test_postgres_workers_send_each_run_once(
+    postgres_db: Engine, receiver: Receiver, make_worker: WorkerFactory
+) -> None:
+    counts = send_with_two_workers(postgres_db, receiver, make_worker)
+
+    run_ids = [str(run.id) for run in fetch_action_runs(postgres_db)]
     assert sum(counts) == 6
     assert sorted(receiver.delivery_ids()) == sorted(run_ids)
 
@@ -581,7 +633,9 @@ def test_lost_lease_keeps_other_workers_outcome(db: Engine, receiver: Receiver) 
     (first,) = ops.lease_due_runs(engine=db, types=["webhook"], now=now, lease=DEFAULT_LEASE)
     later = now + DEFAULT_LEASE + timedelta(seconds=1)
     (second,) = ops.lease_due_runs(engine=db, types=["webhook"], now=later, lease=DEFAULT_LEASE)
-    assert first.id is not None and first.next_attempt_at is not None and second.next_attempt_at is not None
+    assert first.id is not None
+    assert first.next_attempt_at is not None
+    assert second.next_attempt_at is not None
     second_write = ops.finish_leased_run(
         engine=db,
         run_id=first.id,
@@ -626,4 +680,3 @@ def test_backoff_honours_retry_after() -> None:
 
 def test_backoff_caps_retry_after_at_ten_minutes() -> None:
     assert backoff_delay(1, retry_after_seconds=86_400).total_seconds() == 600
-
