@@ -9,7 +9,7 @@ Senders post readings to ``POST /api/v1/readings``. Every request names its sour
   ``max_skew`` of the hub clock, and a signature that was already accepted is rejected while
   its timestamp is still inside that window.
 
-The API answers a readings request only after the ingestor has committed its readings.
+The API responds to a readings request only after the ingestor has committed its readings.
 Whole-request errors are JSON ``{"error": code, "detail": text}`` with a 4xx or 5xx status.
 Per-reading problems such as an unknown device or an invalid value do not fail the request:
 they come back as ``rejected`` results next to the accepted readings.
@@ -61,7 +61,7 @@ logger = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 MAX_READINGS_PER_REQUEST = 10_000
 
-# A 422 answer lists at most this many shape problems, so that a large broken batch cannot
+# A 422 response lists at most this many shape problems, so that a large broken batch cannot
 # produce a response as large as the request.
 MAX_REPORTED_PROBLEMS = 100
 
@@ -77,6 +77,11 @@ SOURCE_HEADER = "x-simpul-source"
 TIMESTAMP_HEADER = "x-simpul-timestamp"
 SIGNATURE_HEADER = "x-simpul-signature"
 SIGNATURE_PREFIX = "sha256="
+
+# Schemes named in the WWW-Authenticate header of 401 responses. The HMAC scheme is this API's
+# own name for the signature headers.
+BEARER_SCHEME = "Bearer"
+HMAC_SCHEME = "Simpul-HMAC-SHA256"
 
 
 # --- request and response models ---------------------------------------------------------------
@@ -135,9 +140,9 @@ class ReadingIn(BaseModel):
 
 
 class ReadingOutcome(BaseModel):
-    """What happened to one reading of the request."""
+    """The outcome of one reading of the request."""
 
-    index: int = Field(description="Position of the reading in the request; 0 for a single object.")
+    index: int = Field(description="Position of the reading in the request, 0 for a single object.")
     outcome: Literal["accepted", "duplicate", "rejected"]
     id: str | None = Field(description="The stored reading's id: the sender's id, or device|metric|ts.")
     reason: str | None = Field(description="Stable code of a rejection, e.g. `unknown_device` or `not_a_number`.")
@@ -169,7 +174,7 @@ class ErrorResponse(BaseModel):
 
     error: str = Field(description="Stable error code, e.g. `invalid_token` or `malformed_json`.")
     detail: str = Field(description="What failed, on which value, and what to do next.")
-    problems: list[Problem] | None = Field(default=None, description="Every problem found, for 422 answers.")
+    problems: list[Problem] | None = Field(default=None, description="Every problem found, in 422 responses.")
 
 
 class AlertOut(BaseModel):
@@ -203,7 +208,7 @@ class AlertsResponse(BaseModel):
 
 
 class AlertStepIn(BaseModel):
-    """Who acknowledges or resolves an alert, and an optional note; both go to the audit log."""
+    """The person who acknowledges or resolves an alert, and an optional note, both written to the audit log."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -212,11 +217,11 @@ class AlertStepIn(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    """Hub status; the hub adds its own fields (integrations, queue sizes) beside ``status``."""
+    """Hub status, with the fields of the hub's health report beside ``status``."""
 
     model_config = ConfigDict(extra="allow")
 
-    status: str = Field(description="`ok`, or what the hub's health report says instead.")
+    status: str = Field(description="`ok`, or the status that the hub's health report returns.")
 
 
 _READINGS = TypeAdapter(list[ReadingIn])
@@ -226,7 +231,7 @@ _READINGS = TypeAdapter(list[ReadingIn])
 
 
 class ApiError(Exception):
-    """Raised by a handler to answer with a JSON error; the app's exception handler sends it."""
+    """Raised by a handler to respond with a JSON error, which the app's exception handler sends."""
 
     def __init__(
         self,
@@ -299,7 +304,7 @@ class _RejectionLog:
             return
         source, code = key
         logger.warning(
-            "source %s: %d more requests answered %s in the last %.0f s",
+            "source %s: %d more requests got error %s in the last %.0f s",
             source,
             current.repeats,
             code,
@@ -318,7 +323,7 @@ class _SourceKeys:
     token: bytes | None
     hmac_secret: bytes | None
     max_skew: float
-    # False when the referenced environment variable was unset: no request can authenticate.
+    # False when the referenced environment variable was unset, so no request can authenticate.
     configured: bool
 
 
@@ -350,7 +355,7 @@ class _ReplayCache:
         self._expiry: OrderedDict[bytes, float] = OrderedDict()
 
     def claim(self, digest: bytes, expires: float, now: float) -> bool:
-        """Remember ``digest``; return False if it is already remembered, i.e. a replay."""
+        """Remember ``digest``, or return False when it is already remembered because the request is a replay."""
         self._drop_expired(now)
         if digest in self._expiry:
             return False
@@ -381,7 +386,7 @@ class _ReplayCache:
 
 
 class _Guard:
-    """Identifies the source of a request and checks its credentials."""
+    """Source identification and credential checks for requests."""
 
     def __init__(self, config: Config) -> None:
         self.sources: dict[str, _SourceKeys] = {}
@@ -441,12 +446,14 @@ class _Guard:
         signature = request.headers.get(SIGNATURE_HEADER)
         if not timestamp or not signature:
             raise _unauthorized(
+                HMAC_SCHEME,
                 "missing_signature",
                 f"source {source.source_id!r} signs its requests: send X-Simpul-Timestamp (unix seconds) and "
                 'X-Simpul-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">',
             )
         if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
             raise _unauthorized(
+                HMAC_SCHEME,
                 "invalid_timestamp",
                 f"invalid X-Simpul-Timestamp {_clip(timestamp)!r}: send the current unix time in whole seconds",
             )
@@ -455,6 +462,7 @@ class _Guard:
         if abs(skew) > source.max_skew:
             direction = "behind" if skew > 0 else "ahead of"
             raise _unauthorized(
+                HMAC_SCHEME,
                 "stale_timestamp",
                 f"X-Simpul-Timestamp {timestamp} is {abs(skew):.0f} s {direction} the hub clock, more than the "
                 f"allowed {source.max_skew:.0f} s: sign the request again with the current time and check the "
@@ -472,6 +480,7 @@ class _Guard:
         provided_hex = provided[len(SIGNATURE_PREFIX) :].lower().encode("latin-1")
         if not valid_form or not hmac.compare_digest(digest.hex().encode("ascii"), provided_hex):
             raise _unauthorized(
+                HMAC_SCHEME,
                 "invalid_signature",
                 'invalid X-Simpul-Signature: expected sha256=<hex HMAC-SHA256 of "<X-Simpul-Timestamp>.<raw body>"> '
                 f"with the secret of source {source.source_id!r}; sign the exact bytes you send",
@@ -481,6 +490,7 @@ class _Guard:
     def claim_signature(self, digest: bytes, signed: _SignedHeaders, now: float) -> None:
         if not self.replays.claim(digest, signed.expires, now):
             raise _unauthorized(
+                HMAC_SCHEME,
                 "replayed_request",
                 "this signature was already used: sign every request, a retry included, with a new X-Simpul-Timestamp",
             )
@@ -491,6 +501,7 @@ class _Guard:
         header = request.headers.get("authorization")
         if not header:
             raise _unauthorized(
+                BEARER_SCHEME,
                 "missing_credentials",
                 "missing Authorization header: send 'Authorization: Bearer <token>' with the token of source "
                 f"{source.source_id!r}",
@@ -499,12 +510,14 @@ class _Guard:
         scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise _unauthorized(
+                BEARER_SCHEME,
                 "missing_credentials",
                 "the Authorization header is not a bearer token: send 'Authorization: Bearer <token>' for source "
                 f"{source.source_id!r}",
             )
         if not hmac.compare_digest(token.strip().encode("latin-1"), source.token):
             raise _unauthorized(
+                BEARER_SCHEME,
                 "invalid_token",
                 f"invalid bearer token for source {source.source_id!r}: check the token the hub operator gave you",
             )
@@ -518,7 +531,7 @@ def _read_keys(source: HttpSource) -> _SourceKeys:
         secret = resolve_secret(reference).encode("utf-8")
     except MissingSecret:
         logger.error(
-            "source %s: environment variable %s is not set; the API answers this source with 503 until the hub "
+            "source %s: environment variable %s is not set; the API responds 503 to this source until the hub "
             "is restarted with it",
             source.id,
             reference.env,
@@ -534,7 +547,7 @@ def _read_keys(source: HttpSource) -> _SourceKeys:
 
 
 class _Authenticator:
-    """Runs the checks of ``_Guard`` in request order and reads the body in between."""
+    """Request authentication: the checks of ``_Guard`` in request order, with the body read in between."""
 
     def __init__(self, guard: _Guard, max_body_bytes: int) -> None:
         self.guard = guard
@@ -572,8 +585,8 @@ async def _step_caller(request: Request) -> _Caller:
     return await authenticator.authenticate(request, json_body=True, claim=True)
 
 
-def _unauthorized(code: str, detail: str) -> ApiError:
-    return ApiError(401, code, detail, headers={"WWW-Authenticate": 'Bearer realm="simpul"'})
+def _unauthorized(scheme: str, code: str, detail: str) -> ApiError:
+    return ApiError(401, code, detail, headers={"WWW-Authenticate": f'{scheme} realm="simpul"'})
 
 
 def _clip(text: str, limit: int = 100) -> str:
@@ -592,11 +605,11 @@ def _check_json_content_type(request: Request) -> None:
         if name.strip().lower() == "charset":
             charset = value.strip().strip('"').lower()
     if media_type.strip().lower() != "application/json" or charset not in ("utf-8", "utf8"):
-        shown = repr(_clip(content_type)) if content_type else "(missing)"
+        quoted_type = repr(_clip(content_type)) if content_type else "(missing)"
         raise ApiError(
             415,
             "unsupported_media_type",
-            f"unsupported Content-Type {shown}: send the body as application/json in UTF-8",
+            f"unsupported Content-Type {quoted_type}: send the body as application/json in UTF-8",
         )
 
 
@@ -650,7 +663,7 @@ def _parse_json(body: bytes) -> Any:
 
 
 def _to_raw_readings(document: Any) -> list[RawReading]:
-    """Check the shape of a readings body and convert it; any shape problem rejects the whole request."""
+    """Check the shape of a readings body and convert it. Any shape problem rejects the whole request."""
     if isinstance(document, dict):
         items: list[Any] = [document]
     elif isinstance(document, list):
@@ -688,7 +701,7 @@ def _to_raw_readings(document: Any) -> list[RawReading]:
 
 
 def _shape_problems(error: ValidationError) -> list[Problem]:
-    """List the problems of a readings list; each location starts with the item's index."""
+    """List the problems of a readings list, whose error locations start with the item's index."""
     problems = []
     for item in error.errors(include_url=False, include_input=False, include_context=False):
         index, *fields = item["loc"]
@@ -754,7 +767,7 @@ config.yaml in `X-Simpul-Source` and authenticates as that source is configured:
 """
 
 READINGS_DESCRIPTION = f"""\
-Store readings and evaluate the rules on them. The answer comes after the readings are
+Store readings and evaluate the rules on them. The response is sent after the readings are
 committed, so a 200 means they are durable.
 
 The body is one reading object or a JSON list of 1 to {MAX_READINGS_PER_REQUEST} of them, at
@@ -863,7 +876,7 @@ def create_app(
     db: sqlalchemy.Engine,
     health: Callable[[], dict[str, Any]] | None = None,
 ) -> FastAPI:
-    """Build the API app; secrets of the ``http`` sources are read from the environment here."""
+    """Build the API app. The secrets of the ``http`` sources are read from the environment here."""
     guard = _Guard(config)
     rejections = _RejectionLog()
 
@@ -910,7 +923,7 @@ def _add_error_handlers(app: FastAPI, rejections: _RejectionLog) -> None:
         return JSONResponse({"error": code, "detail": detail}, status_code=error.status_code, headers=error.headers)
 
     async def handle_unexpected(request: Request, error: Exception) -> Response:
-        # Starlette raises the exception again after this answer, so the server logs its traceback.
+        # Starlette raises the exception again after this response, so the server logs its traceback.
         return JSONResponse(
             {"error": "internal_error", "detail": "the hub failed to handle the request; the hub log has the cause"},
             status_code=500,
@@ -941,7 +954,7 @@ def _add_readings_route(app: FastAPI, ingestor: Ingestor, guard: _Guard) -> None
             raise ApiError(
                 503,
                 "hub_stopping",
-                "the hub is stopping: send the readings again in a minute",
+                "the hub is stopping: send the readings again after the Retry-After delay of 30 seconds",
                 headers={"Retry-After": "30"},
             ) from None
         try:
@@ -1053,7 +1066,7 @@ def _add_health_route(app: FastAPI, health: Callable[[], dict[str, Any]] | None)
     @app.get(
         f"{API_PREFIX}/health",
         summary="Hub health",
-        description="No authentication. `status` is `ok` unless the hub's health report says otherwise.",
+        description="No authentication. `status` is `ok` unless the hub's health report returns another status.",
         response_model=HealthResponse,
         responses=_error_responses(503),
         tags=["health"],

@@ -25,6 +25,10 @@ How it is used, and why:
    definition: an unchanged rule reuses its ruleset after a config reload.
 5. Actions run synchronously inside ``post`` for a single event, and only set a flag; an
    exception raised inside an action would be swallowed by durable_rules.
+6. ``Host`` starts two endless loops that visit every ruleset on a new ``threading.Timer``
+   thread each, pausing only 0.2 s per round, to run timers and queued actions. With thousands
+   of rulesets that is a constant storm of thread starts competing for the GIL. Nothing here
+   uses timers or queued actions, so the matcher's host does not start those loops.
 """
 
 from __future__ import annotations
@@ -47,11 +51,18 @@ _OBSERVED = 2
 EDGES = ("enter", "abort", "clear", "relapse")
 
 
+class _Host(durable_engine.Host):  # type: ignore[misc]
+    """A durable_rules host without the background timer and dispatch loops (note 6)."""
+
+    def _run(self) -> None:
+        return None
+
+
 class DurableMatcher:
     """Registers condition sets as durable_rules rulesets and evaluates probes against them."""
 
     def __init__(self) -> None:
-        self._host = durable_engine.Host()
+        self._host = _Host()
         self._rulesets: dict[str, Any] = {}
         self._ids = itertools.count(1)
         self._matched = False

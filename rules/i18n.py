@@ -18,7 +18,7 @@ LANGUAGES = ("id", "en")
 DEFAULT_LANGUAGE = "id"
 FALLBACK_CODE = "invalid_value"
 
-# A parameter with one of these names holds catalogue terms, not text. Each term is looked up
+# A parameter with one of these names contains catalogue terms, not text. Each term is looked up
 # under "<prefix>.<term>" and a list of terms is joined with the language's word for "or".
 TERM_PARAMETERS = {"expected": "type", "what": "thing"}
 
@@ -82,6 +82,10 @@ MESSAGES: dict[str, dict[str, str]] = {
     "unknown_key": {
         "en": "unknown key '{key}'",
         "id": "kunci '{key}' tidak dikenal",
+    },
+    "invalid_key": {
+        "en": "key {key} is not a name: write keys as text, e.g. above or metric",
+        "id": "kunci {key} bukan nama: tulis kunci sebagai teks, misalnya above atau metric",
     },
     "wrong_type": {
         "en": "expected {expected}, got {input}",

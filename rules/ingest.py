@@ -39,9 +39,17 @@ class IngestorStopped(RuntimeError):
 class Ingestor:
     """Serialises all writes to the pipeline on one thread."""
 
-    def __init__(self, pipeline: Pipeline, *, max_batch: int = 5000, tick_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        max_batch: int = 5000,
+        tick_seconds: float = 1.0,
+        gather_seconds: float = 0.002,
+    ) -> None:
         self.pipeline = pipeline
         self.max_batch = max_batch
+        self.gather_seconds = gather_seconds
         self.tick_seconds = tick_seconds
         self._queue: queue.Queue[_Submission | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="simpul-ingestor", daemon=True)
@@ -76,7 +84,8 @@ class Ingestor:
             size = len(first.readings)
             while size < self.max_batch:
                 try:
-                    item = self._queue.get_nowait()
+                    # A short wait lets concurrent requests share one commit.
+                    item = self._queue.get(timeout=self.gather_seconds)
                 except queue.Empty:
                     break
                 if item is None:
@@ -90,7 +99,9 @@ class Ingestor:
     def _write(self, batch: list[_Submission]) -> None:
         by_source: dict[str, list[_Submission]] = {}
         for submission in batch:
-            by_source.setdefault(submission.source_id, []).append(submission)
+            # A sender that gave up (cancelled its future) does not get its readings stored.
+            if submission.future.set_running_or_notify_cancel():
+                by_source.setdefault(submission.source_id, []).append(submission)
 
         for source_id, submissions in by_source.items():
             readings = [reading for submission in submissions for reading in submission.readings]

@@ -159,15 +159,22 @@ def closest(word: str, candidates: Iterable[str]) -> str | None:
 # --- sections and items ------------------------------------------------------------------------
 
 
-def _report_literal_secrets(node: Any, path: KeyPath, problems: ProblemList) -> None:
+def _report_literal_secrets(
+    node: Any, path: KeyPath, problems: ProblemList, inside: frozenset[int] = frozenset()
+) -> None:
+    # YAML aliases can make a list or mapping contain itself, so containers already on the
+    # current path are not entered again.
+    if id(node) in inside:
+        return
+    inside = inside | {id(node)}
     if isinstance(node, dict):
         for key, value in node.items():
             if is_secret_key(key) and _is_literal_secret(value):
                 problems.add((*path, str(key)), "literal_secret")
-            _report_literal_secrets(value, (*path, str(key)), problems)
+            _report_literal_secrets(value, (*path, str(key)), problems, inside)
     elif isinstance(node, list):
         for index, item in enumerate(node):
-            _report_literal_secrets(item, (*path, index), problems)
+            _report_literal_secrets(item, (*path, index), problems, inside)
 
 
 def _is_literal_secret(value: Any) -> bool:
@@ -261,7 +268,7 @@ class _Finding:
 
 @dataclass
 class _Location:
-    """Where a pydantic ``loc`` points in the file, with the types met on the way."""
+    """The key path that a pydantic ``loc`` points to, with the model types met on the way."""
 
     path: list[str | int]
     parent_model: type[BaseModel] | None = None
@@ -337,6 +344,9 @@ def _finding(details: Mapping[str, Any], item_type: Any) -> _Finding:
 
     if error_type in LIMIT_ERRORS:
         return _Finding(path, error_type, {"limit": context.get(LIMIT_ERRORS[error_type]), "input": shown})
+    if error_type == "invalid_key":
+        # The last part of loc is the key itself, which is not a name, so the path stops above it.
+        return _Finding(path[:-1], "invalid_key", {"key": show_value(details["input"])})
     if error_type == "string_pattern_mismatch":
         return _Finding(path, "invalid_id", {"input": shown})
     if error_type in ("too_short", "too_long"):
@@ -518,7 +528,8 @@ class _References:
         self.raw_ids["teams"] = _raw_team_ids(data.get("agencies"))
         self.raw_tags = _raw_tags(data.get("devices"))
 
-    # Items are checked in the order references point, so each check sees only kept items.
+    # Sections are checked in the order that references point, so each check compares against
+    # the items kept by the checks before it.
 
     def agencies(self, entries: list[tuple[int, Agency]]) -> list[Agency]:
         kept = []
@@ -641,9 +652,10 @@ class _References:
 
         1. The agency and the selector's device, kind, agency and tag must exist.
         2. The selector must match at least one device.
-        3. The metric must exist in the kind of every matched device, and the comparisons must
-           suit it: numbers for a numeric metric, known states for a state metric, thresholds
-           from attributes present on every device, and a range the metric can reach.
+        3. The metric must exist in the kind of every matched device. The comparisons must suit
+           it: numbers for a numeric metric and known states for a state metric. Thresholds
+           taken from attributes must be numbers on every device, and the accepted range must
+           overlap the metric's min..max.
         4. The clear condition must be able to hold while the trigger does not.
         5. The ``and`` conditions, the actions and their message templates.
         """

@@ -398,3 +398,36 @@ def test_reload_removing_rule_resolves_its_alert(
         ("siaga-b", "resolved"),
     ]
     assert [row.rule_id for row in fetch_instances(db)] == ["siaga-a"]
+
+
+ATTRIBUTE_RULE = """
+  - id: siaga-2
+    name: Siaga 2
+    agency: dinas-sda
+    when: {kind: water_level, metric: level, at_least: {attribute: siaga_2}}
+"""
+
+
+def test_reload_resets_only_device_whose_threshold_changed(make_pipeline: PipelineFactory, db: DbEngine) -> None:
+    with_levels = HEADER.replace(
+        "{id: manggarai, name: Pintu Air Manggarai, agency: dinas-sda, kind: water_level}",
+        "{id: manggarai, name: Pintu Air Manggarai, agency: dinas-sda, kind: water_level, attributes: {siaga_2: 850}}",
+    ).replace(
+        "{id: katulampa, name: Bendung Katulampa, agency: dinas-sda, kind: water_level}",
+        "{id: katulampa, name: Bendung Katulampa, agency: dinas-sda, kind: water_level, attributes: {siaga_2: 150}}",
+    )
+    first = make_pipeline(with_levels + ATTRIBUTE_RULE)
+    feed(first, "manggarai", "level", [(0, 900)])
+    feed(first, "katulampa", "level", [(0, 200)])
+    del first
+
+    # Katulampa's Siaga 2 level moves from 150 to 160 cm, and Manggarai's stays at 850 cm.
+    changed = with_levels.replace("siaga_2: 150", "siaga_2: 160")
+    second = make_pipeline(changed + ATTRIBUTE_RULE)
+    feed(second, "katulampa", "level", [(10, 200)])
+
+    assert [(alert.device_id, alert.opened_at, alert.status) for alert in fetch_alerts(db)] == [
+        ("manggarai", at(0), "open"),
+        ("katulampa", at(0), "resolved"),
+        ("katulampa", at(10), "open"),
+    ]

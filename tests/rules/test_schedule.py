@@ -133,6 +133,23 @@ def test_reading_inside_schedule_fires_after_quiet_hours(make_pipeline: Pipeline
     assert opened_at(fetch_alerts(db)) == [utc(5, 23, 15)]
 
 
+def test_duration_ending_outside_schedule_does_not_fire(make_pipeline: PipelineFactory, db: DbEngine) -> None:
+    # True from 17:50 WIB, so the 15 minutes end at 18:05 WIB, after the window closed at 18:00.
+    pipeline = make_pipeline(CONFIG.replace("above: 850}", "above: 850, for: 15m}"))
+
+    pipeline.process("awlr-dki", [level("pos-ciliwung", utc(6, 10, 50)), level("pos-ciliwung", utc(6, 11, 10))])
+
+    assert fetch_alerts(db) == []
+
+
+def test_duration_inside_schedule_fires(make_pipeline: PipelineFactory, db: DbEngine) -> None:
+    pipeline = make_pipeline(CONFIG.replace("above: 850}", "above: 850, for: 15m}"))
+
+    pipeline.process("awlr-dki", [level("pos-ciliwung", utc(6, 10, 30)), level("pos-ciliwung", utc(6, 10, 50))])
+
+    assert opened_at(fetch_alerts(db)) == [utc(6, 10, 45)]
+
+
 OVERNIGHT_CONFIG = CONFIG.replace(
     'schedule: {days: [mon, tue, wed, thu, fri], from: "06:00", to: "18:00"}',
     'schedule: {days: [mon], from: "22:00", to: "06:00"}',

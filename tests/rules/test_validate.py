@@ -399,6 +399,8 @@ def test_keys_ending_in_token_words_only() -> None:
         ("agencies: [{id: bpbd, name: B, teams: [tim]}]", "agencies[0].teams[0]", "wrong_type"),
         ("sources: [{id: s, type: mqtt}]", "sources[0].type", "invalid_choice"),
         ("sources: [{id: s}]", "sources[0].type", "missing"),
+        ("agencies: [{id: bpbd, name: B, 1: x}]", "agencies[0]", "invalid_key"),
+        ("agencies: &loop [*loop]", "agencies[0]", "wrong_type"),
     ],
 )
 def test_pydantic_errors_get_translated_messages(snippet: str, path: str, code: str) -> None:
@@ -449,7 +451,7 @@ PROBLEM_CODES = [
     "yaml_mapping_value", "yaml_unclosed_quote", "yaml_flow", "yaml_multiple_documents",
     "yaml_undefined_alias", "yaml_syntax", "duplicate_key", "missing", "unknown_key", "wrong_type",
     "wrong_length", "invalid_choice", "greater_than_equal", "greater_than", "less_than_equal",
-    "less_than", "invalid_id", "invalid_value", "literal_secret", "duplicate_id", "duplicate_team",
+    "less_than", "invalid_id", "invalid_key", "invalid_value", "literal_secret", "duplicate_id", "duplicate_team",
     "unknown_agency", "unknown_kind", "unknown_device", "unknown_team", "unknown_webhook",
     "unknown_tag", "unknown_metric", "skipped_reference", "no_device_matches", "missing_attribute",
     "attribute_not_numeric", "numeric_on_state", "unknown_state", "state_on_numeric",
