@@ -1,9 +1,9 @@
 """Simpul hub: wires config, store, engine, integrations and the HTTP API together, and is the CLI.
 
-    python hub.py run     [--config PATH] [--db URL] [--host H] [--port N] [--no-simulate]
-    python hub.py check   [--config PATH] [--lang id|en]
-    python hub.py replay  FILE [--config PATH] [--db URL] [--source ID] [--json] [--send-actions]
-    python hub.py alerts  list|ack|resolve ...
+python hub.py run     [--config PATH] [--db URL] [--host H] [--port N] [--no-simulate]
+python hub.py check   [--config PATH] [--lang id|en]
+python hub.py replay  FILE [--config PATH] [--db URL] [--source ID] [--json] [--send-actions]
+python hub.py alerts  list|ack|resolve ...
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ def _load(config_path: str, lang: str | None = None):  # type: ignore[no-untyped
     for problem in loaded.problems:
         logger.error("%s", problem.format(language))
     if loaded.problems:
-        logger.error("%d config problems: the items above were skipped; run `python hub.py check` for details", len(loaded.problems))
+        logger.error(
+            "%d config problems: the items above were skipped; run `python hub.py check` for details",
+            len(loaded.problems),
+        )
     return loaded.config
 
 
@@ -159,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--db", help="database URL to replay into (default: a temporary SQLite file)")
     replay.add_argument("--source", help="file source id, when the config has several")
     replay.add_argument("--json", action="store_true", help="print one JSON object with the counts")
-    replay.add_argument("--send-actions", action="store_true", help="deliver webhooks too (default: record them as skipped)")
+    replay.add_argument(
+        "--send-actions", action="store_true", help="deliver webhooks too (default: record them as skipped)"
+    )
     replay.set_defaults(handler=command_replay)
 
     alerts = commands.add_parser("alerts", help="list, acknowledge or resolve alerts")

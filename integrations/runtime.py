@@ -27,7 +27,8 @@ def run_hub(config: Config, database_url: str, *, host: str | None, port: int | 
     pipeline = Pipeline(config, db, event_clock=False)
     ingestor = Ingestor(pipeline)
     ingestor.start()
-    worker = OutboxWorker(db, {"webhook": WebhookExecutor({target.id: target for target in config.webhooks})})
+    webhooks = WebhookExecutor({target.id: target for target in config.webhooks})
+    worker = OutboxWorker(db, {"webhook": webhooks})
     worker.start()
 
     feeds: list[SimulatedFeed] = []
@@ -54,7 +55,7 @@ def run_hub(config: Config, database_url: str, *, host: str | None, port: int | 
     try:
         uvicorn.run(app, host=bind_host, port=bind_port, log_level="warning")
     finally:
-        _stop_all(stops + [worker.stop, ingestor.stop, db.dispose])
+        _stop_all([*stops, worker.stop, webhooks.close, ingestor.stop, db.dispose])
     return 0
 
 

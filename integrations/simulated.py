@@ -47,7 +47,7 @@ class SimulatedFeed:
         thread = threading.Thread(target=self._run, args=(emit,), name=f"simulated-{self.id}", daemon=True)
         thread.start()
         logger.warning(
-            "SIMULATED FEED %s is on: %d devices get made-up readings every %.0f s (start with --no-simulate to turn it off)",
+            "SIMULATED FEED %s is on: %d devices get made-up readings every %.0f s (turn it off with --no-simulate)",
             self.id,
             len(self.devices),
             self.interval,

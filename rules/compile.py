@@ -80,17 +80,11 @@ def select_devices(config: Config, rule: Rule) -> list[Device]:
             continue
         if when.agency is not None and device.agency != when.agency:
             continue
-        if when.metric is not None and when.metric not in kinds.get(device.kind, _NO_KIND).metrics:
+        kind = kinds.get(device.kind)
+        if when.metric is not None and (kind is None or when.metric not in kind.metrics):
             continue
         selected.append(device)
     return selected
-
-
-class _NoKind:
-    metrics: dict[str, Any] = {}
-
-
-_NO_KIND = _NoKind()
 
 
 def compile_rules(config: Config, matcher: durable.DurableMatcher) -> tuple[list[CompiledRule], list[str]]:

@@ -14,6 +14,8 @@ Notes on the semantics, referred to below by number:
    fires when the cooldown ends, if its condition still holds then.
 5. Flapping: an instance that fired ``flapping.fires`` times within ``flapping.window`` is
    flapping; its firings still open alerts, but the pipeline holds its other actions.
+   A duration that ends outside the rule's schedule does not fire: the trigger includes the
+   schedule, so the instance returns to idle.
 6. Offline rules have no probe: the deadline is the last valid reading plus ``offline``, and
    the next valid reading of the device clears them.
 7. Conditions on other devices (``and``) read those devices' latest values when the watched
@@ -154,10 +156,16 @@ class Engine:
             current.open_alert_id = old.open_alert_id
             current.fire_times = list(old.fire_times)
             current.flapping = old.flapping
+            current.last_value = old.last_value
             self._rearm(current)
         return stale
 
-    def seed(self, *, latest: dict[tuple[str, str], tuple[datetime, float | str]], history: list[tuple[str, str, datetime, float]]) -> None:
+    def seed(
+        self,
+        *,
+        latest: dict[tuple[str, str], tuple[datetime, float | str]],
+        history: list[tuple[str, str, datetime, float]],
+    ) -> None:
         """Load the newest value per device and metric, and recent history for change windows."""
         self.latest.update(latest)
         for (device_id, _metric), (ts, _value) in latest.items():
@@ -198,6 +206,8 @@ class Engine:
 
     def advance(self, now: datetime) -> None:
         """Move the clock to ``now`` and run every deadline due by then, oldest first (note 3)."""
+        if self.clock is None:
+            self.start_clock(now)
         if self.clock is not None and now < self.clock:
             return
         self.clock = now
@@ -215,6 +225,11 @@ class Engine:
                 self._try_fire(rule, instance, at, value=None)
             return
         if instance.state == PENDING:
+            if rule.schedule is not None and not _in_schedule(rule, at):
+                # The schedule closed while the duration ran: the trigger no longer holds.
+                self._change_state(instance, IDLE, None)
+                instance.last_probe = None
+                return
             self._try_fire(rule, instance, at, value=instance.last_value)
         elif instance.state == CLEARING:
             self._resolve(rule, instance, at, value=instance.last_value)
@@ -293,7 +308,9 @@ class Engine:
             return None
         return newest_value - oldest_value
 
-    def _step(self, rule: CompiledRule, instance: Instance, probe: dict[str, Any], ts: datetime, value: float | str) -> None:
+    def _step(
+        self, rule: CompiledRule, instance: Instance, probe: dict[str, Any], ts: datetime, value: float | str
+    ) -> None:
         """Probe the edge that leaves the instance's state, and take it if it holds (notes 1, 2)."""
         edge = _EDGE_BY_STATE[instance.state]
         signature = (edge, tuple(probe.items()))

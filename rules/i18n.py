@@ -66,6 +66,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "alias *{alias} is used before an anchor &{alias} defines it",
         "id": "alias *{alias} dipakai sebelum ada anchor &{alias} yang mendefinisikannya",
     },
+    "yaml_too_deep": {
+        "en": "the YAML is nested too deeply to read: check the indentation and the brackets",
+        "id": "struktur YAML terlalu dalam untuk dibaca: periksa indentasi dan tanda kurung",
+    },
     "yaml_syntax": {
         "en": "invalid YAML: {detail}",
         "id": "penulisan YAML tidak valid: {detail}",

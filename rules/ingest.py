@@ -107,7 +107,7 @@ class Ingestor:
             readings = [reading for submission in submissions for reading in submission.readings]
             try:
                 results = self.pipeline.process(source_id, readings)
-            except Exception as error:  # noqa: BLE001 - every waiting sender must hear of the failure
+            except Exception as error:
                 for submission in submissions:
                     submission.future.set_exception(error)
                 continue

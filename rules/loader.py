@@ -1,7 +1,7 @@
 """Load config.yaml: parse the YAML, map each key path to its line, and validate.
 
-Loading never raises for a problem in the file. A YAML syntax error gives one problem and an
-empty config; otherwise every valid item is kept and every invalid one is reported (see
+A problem in the file is reported, not raised. A YAML syntax error gives one problem and an
+empty config. Otherwise every valid item is kept and every invalid one is reported (see
 ``rules.validate``). Environment references such as ``${SIMPUL_GATEWAY_TOKEN}`` stay
 references: they are resolved when the hub starts, not here.
 """
@@ -106,6 +106,10 @@ def _parse(text: str, problems: ProblemList) -> tuple[object, dict[KeyPath, int]
     except yaml.reader.ReaderError as error:
         line = text.count("\n", 0, error.position) + 1
         problems.add((), "yaml_syntax", line=line, detail=str(error).splitlines()[0])
+        return None
+    except RecursionError:
+        # PyYAML composes nested blocks recursively, so a few hundred levels exceed Python's stack.
+        problems.add((), "yaml_too_deep")
         return None
     finally:
         loader.dispose()

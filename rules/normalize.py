@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from rules.config import Config, Metric
@@ -62,14 +62,18 @@ class Normalizer:
         metric = self.metrics.get(device.id, {}).get(raw.metric)
         if metric is None:
             known = ", ".join(sorted(self.metrics.get(device.id, {}))) or "none"
-            return Rejection(raw, "unknown_metric", f"metric {raw.metric!r} is not defined for {device.id} (known: {known})")
+            return Rejection(
+                raw, "unknown_metric", f"metric {raw.metric!r} is not defined for {device.id} (known: {known})"
+            )
 
         ts = parse_timestamp(raw.ts, zone or self.default_zone)
         if isinstance(ts, str):
             reason = "missing_timestamp" if raw.ts in (None, "") else "invalid_timestamp"
             return Rejection(raw, reason, ts)
         if now is not None and ts > now + self.future_tolerance:
-            return Rejection(raw, "future_timestamp", f"timestamp {ts.isoformat()} is ahead of the hub clock {now.isoformat()}")
+            return Rejection(
+                raw, "future_timestamp", f"timestamp {ts.isoformat()} is ahead of the hub clock {now.isoformat()}"
+            )
 
         value = check_value(raw.value, metric)
         if isinstance(value, Rejection):
@@ -87,10 +91,7 @@ def check_value(value: object, metric: Metric) -> float | str | Rejection:
 
     if metric.is_state:
         assert metric.states is not None
-        if isinstance(value, bool):
-            text = "on" if value else "off"
-        else:
-            text = str(value).strip().lower()
+        text = ("on" if value else "off") if isinstance(value, bool) else str(value).strip().lower()
         if text in UNAVAILABLE_WORDS:
             return Rejection(empty, "unavailable", f"the sender reported {value!r} instead of a state")
         if text not in metric.states:
@@ -149,5 +150,3 @@ def parse_timestamp(value: object, zone: str) -> datetime | str:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=_zone(zone))
     return parsed.astimezone(UTC)
-
-

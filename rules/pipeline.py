@@ -13,15 +13,16 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy import Engine as DbEngine
 from sqlmodel import Session
 
 from rules.config import Config, Device
 from rules.durable import DurableMatcher
-from rules.engine import Engine, Firing, NormalReading, Resolution
+from rules.engine import Engine, Firing, NormalReading
 from rules.normalize import Normalizer, Rejection
 from rules.readings import RawReading, ReadingResult
 from rules.store import ops
@@ -78,9 +79,7 @@ class Pipeline:
         self.normalizer = Normalizer(config)
         self.tally = Tally()
         self.lock = threading.Lock()
-        self.source_zones = {
-            source.id: getattr(source, "timezone", None) for source in config.sources
-        }
+        self.source_zones = {source.id: getattr(source, "timezone", None) for source in config.sources}
         self.teams = {team.id: agency.id for agency in config.agencies for team in agency.teams}
         self.engine = self._load_engine()
 
@@ -116,7 +115,11 @@ class Pipeline:
             for instance in stale:
                 if instance.open_alert_id is not None:
                     ops.resolve_alert_in(
-                        session=session, alert_id=instance.open_alert_id, at=now, by="simpul", note="rule changed or removed"
+                        session=session,
+                        alert_id=instance.open_alert_id,
+                        at=now,
+                        by="simpul",
+                        note="rule changed or removed",
                     )
             ops.delete_instances(session=session, keys=[(i.rule_id, i.device_id) for i in stale])
             session.commit()
@@ -124,7 +127,9 @@ class Pipeline:
 
     # --- batches -----------------------------------------------------------------------------
 
-    def process(self, source_id: str, raws: Sequence[RawReading], *, now: datetime | None = None) -> list[ReadingResult]:
+    def process(
+        self, source_id: str, raws: Sequence[RawReading], *, now: datetime | None = None
+    ) -> list[ReadingResult]:
         """Store and evaluate a batch; return one result per raw reading, in order."""
         with self.lock:
             try:
@@ -160,7 +165,7 @@ class Pipeline:
             seen_keys.add(key)
             accepted.append((index, outcome))
 
-        with Session(self.db) as session:
+        with self.db.begin() as session:
             # 2. Find duplicates of stored readings. A reading newer than the newest stored one
             #    of its device and metric cannot collide on (device, metric, ts), and its derived
             #    uid contains that key, so only older readings and sender-chosen ids are looked up.
@@ -196,7 +201,6 @@ class Pipeline:
             ops.insert_readings(session=session, rows=new_rows)
             ops.insert_rejected(session=session, rows=rejected_rows)
             self._apply_effects(session, received)
-            session.commit()
 
         self.tally.readings["accepted"] += sum(1 for r in results if r is not None and r.outcome == "accepted")
         self.tally.readings["duplicate"] += sum(1 for r in results if r is not None and r.outcome == "duplicate")
@@ -212,13 +216,12 @@ class Pipeline:
             self.engine.advance(now)
             if not self.engine.effects and not self.engine.dirty:
                 return
-            with Session(self.db) as session:
-                self._apply_effects(session, utc_now())
-                session.commit()
+            with self.db.begin() as connection:
+                self._apply_effects(connection, utc_now())
 
     # --- effects -----------------------------------------------------------------------------
 
-    def _apply_effects(self, session: Session, now: datetime) -> None:
+    def _apply_effects(self, session: Connection, now: datetime) -> None:
         """Write the batch's firings and resolutions with a handful of statements, in effect order.
 
         Alerts are inserted together first, so every firing has its alert id before a later
@@ -312,6 +315,10 @@ class Pipeline:
             }
             if action.alert is not None:
                 run["target"] = f"alert:{alert_id}"
+            elif firing.flapping:
+                # NOTE: held runs stay held; nothing releases them once the instance is stable.
+                run.update(status=ops.RUN_HELD, attempts=0, finished_at=None)
+                run["target"] = action.webhook.target if action.webhook is not None else None
             elif action.log is not None:
                 text = render(action.log.message, draft.fields)
                 run["payload"] = {"message": text}
@@ -327,7 +334,7 @@ class Pipeline:
                 run["next_attempt_at"] = now
             runs.append(run)
 
-    def _resolve(self, session: Session, to_resolve: list[tuple[int, datetime, str]]) -> None:
+    def _resolve(self, session: Connection, to_resolve: list[tuple[int, datetime, str]]) -> None:
         still_open = ops.unresolved_alert_ids(session=session, ids=[alert_id for alert_id, _at, _rule in to_resolve])
         rows = []
         for alert_id, at, rule_id in to_resolve:
@@ -346,7 +353,9 @@ class Pipeline:
             return ops.RUN_HELD
         return ops.RUN_PENDING
 
-    def _job_row(self, firing: Firing, spec: Any, fields: dict[str, Any], alert_id: int, now: datetime) -> dict[str, Any]:
+    def _job_row(
+        self, firing: Firing, spec: Any, fields: dict[str, Any], alert_id: int, now: datetime
+    ) -> dict[str, Any]:
         location = firing.device.location
         return {
             "action_run_id": None,
@@ -400,7 +409,9 @@ def _device_fields(device: Device) -> dict[str, Any]:
     }
 
 
-def _webhook_body(firing: Firing, alert_id: int, message: str, fields: dict[str, Any], template: str | None) -> dict[str, Any]:
+def _webhook_body(
+    firing: Firing, alert_id: int, message: str, fields: dict[str, Any], template: str | None
+) -> dict[str, Any]:
     return {
         "event": "firing",
         "alert_id": alert_id,
@@ -453,5 +464,3 @@ def _clip(value: object, limit: int) -> str | None:
         return None
     text = str(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -106,10 +107,8 @@ def bench_raw_durable(devices: int, readings: list[tuple[str, float, datetime]])
     for k, (device, value, _ts) in enumerate(readings):
         index = device.removeprefix("gauge-")
         for level in LEVELS:
-            try:
+            with contextlib.suppress(durable_engine.MessageNotHandledException):
                 host.post(f"g{index}-s{level}", {"id": k * 3 + level, "sid": "0", "value": value})
-            except durable_engine.MessageNotHandledException:
-                pass
     return len(readings) / (time.perf_counter() - started)
 
 
@@ -180,15 +179,27 @@ async def _load(port: int, bodies: list[bytes], seconds: float, connections: int
     return counter[0] / (time.perf_counter() - started)
 
 
-def bench_http(config_data: dict, readings: list[tuple[str, float, datetime]], scratch: Path, seconds: float) -> tuple[float, float]:
+def bench_http(
+    config_data: dict, readings: list[tuple[str, float, datetime]], scratch: Path, seconds: float
+) -> tuple[float, float]:
     """Start ``hub.py run`` in its own process and load it from this one; return req/s for single
     readings and readings/s for batches of 100."""
     config_path = scratch / "bench.yaml"
     config_path.write_text(yaml.safe_dump(config_data))
     port = _free_port()
     env = dict(os.environ, SIMPUL_BENCH_TOKEN=TOKEN)
-    command = [sys.executable, str(ROOT / "hub.py"), "run", "--config", str(config_path), "--port", str(port),
-               "--db", f"sqlite:///{scratch}/http.db", "--no-simulate"]
+    command = [
+        sys.executable,
+        str(ROOT / "hub.py"),
+        "run",
+        "--config",
+        str(config_path),
+        "--port",
+        str(port),
+        "--db",
+        f"sqlite:///{scratch}/http.db",
+        "--no-simulate",
+    ]
     server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(100):
@@ -227,17 +238,20 @@ def main() -> None:
     print(f"workload: {args.devices} gauges x 3 Siaga rules, {len(readings)} readings, {os.cpu_count()} CPUs")
 
     raw = bench_raw_durable(args.devices, readings)
-    print(f"raw durable_rules (Host.post, 3 rulesets per reading) {raw:>10,.0f} readings/s   1.00x")
-    engine = bench_engine(config, readings)
-    print(f"hub engine, no I/O                                    {engine:>10,.0f} readings/s   {engine / raw:.2f}x")
+    report("raw durable_rules (Host.post, 3 rulesets per reading)", raw, "readings/s", raw)
+    report("hub engine, no I/O", bench_engine(config, readings), "readings/s", raw)
     with tempfile.TemporaryDirectory(prefix="simpul-bench-") as scratch_dir:
         scratch = Path(scratch_dir)
         replay, firings = bench_replay(config, readings, scratch)
-        print(f"replay with SQLite persistence ({firings} firings)      {replay:>10,.0f} readings/s   {replay / raw:.2f}x")
+        report(f"replay with SQLite persistence ({firings} firings)", replay, "readings/s", raw)
         if not args.skip_http:
             single, batch = bench_http(data, readings, scratch, args.seconds)
-            print(f"HTTP, one reading per request, 64 connections         {single:>10,.0f} requests/s   {single / raw:.2f}x")
-            print(f"HTTP, batches of 100, 16 connections                   {batch:>10,.0f} readings/s   {batch / raw:.2f}x")
+            report("HTTP, one reading per request, 64 connections", single, "requests/s", raw)
+            report("HTTP, batches of 100, 16 connections", batch, "readings/s", raw)
+
+
+def report(label: str, rate: float, unit: str, raw: float) -> None:
+    print(f"{label:<56} {rate:>10,.0f} {unit:<11} {rate / raw:5.2f}x of raw durable_rules")
 
 
 if __name__ == "__main__":

@@ -90,6 +90,7 @@ class RuleInstance(SQLModel, table=True):
     open_alert_id: int | None = None
     fire_times: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     flapping: bool = False
+    last_value: float | str | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 
 

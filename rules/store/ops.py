@@ -1,5 +1,9 @@
-"""Small keyword-only store functions. Those that take a ``session`` join the caller's transaction;
-the others open and commit their own."""
+"""Small keyword-only store functions.
+
+Functions that take a ``session`` join the caller's transaction; it may be an ORM Session or a
+Core Connection, since the pipeline's hot path uses a Connection to avoid ORM overhead. The
+others open and commit their own transaction.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,22 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
 from rules.engine import Instance
-from rules.store.models import ActionRun, Alert, AuditEntry, DispatchJob, Reading, RejectedReading, RuleInstance, utc_now
+from rules.store.models import (
+    ActionRun,
+    Alert,
+    AuditEntry,
+    DispatchJob,
+    Reading,
+    RejectedReading,
+    RuleInstance,
+    utc_now,
+)
 
 ALERT_OPEN, ALERT_ACKNOWLEDGED, ALERT_RESOLVED = "open", "acknowledged", "resolved"
 RUN_PENDING, RUN_SUCCEEDED, RUN_FAILED, RUN_DEAD = "pending", "succeeded", "failed", "dead"
@@ -31,12 +44,16 @@ class AlertStateError(ValueError):
 # --- readings ------------------------------------------------------------------------------------
 
 
-def _insert_ignoring_conflicts(session: Session, table: Any) -> Any:
-    builder = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+def _dialect(session: Session | Connection) -> str:
+    return session.dialect.name if isinstance(session, Connection) else session.get_bind().dialect.name
+
+
+def _insert_ignoring_conflicts(session: Session | Connection, table: Any) -> Any:
+    builder = pg_insert if _dialect(session) == "postgresql" else sqlite_insert
     return builder(table.__table__).on_conflict_do_nothing()
 
 
-def insert_readings(*, session: Session, rows: Sequence[dict[str, Any]]) -> None:
+def insert_readings(*, session: Session | Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Insert readings already known to be new; a row that collides with a stored one is skipped."""
     if rows:
         session.execute(_insert_ignoring_conflicts(session, Reading), list(rows))
@@ -61,13 +78,13 @@ def find_stored_readings(
     return stored_uids, stored_keys
 
 
-def mark_late(*, session: Session, uids: Iterable[str]) -> None:
+def mark_late(*, session: Session | Connection, uids: Iterable[str]) -> None:
     uid_list = list(uids)
     if uid_list:
         session.execute(update(Reading).where(Reading.uid.in_(uid_list)).values(late=True))
 
 
-def insert_rejected(*, session: Session, rows: Sequence[dict[str, Any]]) -> None:
+def insert_rejected(*, session: Session | Connection, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
         session.execute(insert(RejectedReading.__table__), list(rows))
 
@@ -91,7 +108,9 @@ def load_latest_values(*, engine: Engine) -> dict[tuple[str, str], tuple[datetim
         }
 
 
-def load_history(*, engine: Engine, keys: dict[tuple[str, str], timedelta], until: datetime) -> list[tuple[str, str, datetime, float]]:
+def load_history(
+    *, engine: Engine, keys: dict[tuple[str, str], timedelta], until: datetime
+) -> list[tuple[str, str, datetime, float]]:
     """Return numeric readings inside each (device, metric) window that ends at ``until``, oldest first."""
     points: list[tuple[str, str, datetime, float]] = []
     with Session(engine) as session:
@@ -124,12 +143,13 @@ def load_instances(*, engine: Engine) -> list[Instance]:
             open_alert_id=row.open_alert_id,
             fire_times=[datetime.fromisoformat(text) for text in row.fire_times],
             flapping=row.flapping,
+            last_value=row.last_value,
         )
         for row in rows
     ]
 
 
-def save_instances(*, session: Session, instances: Iterable[Instance], now: datetime) -> None:
+def save_instances(*, session: Session | Connection, instances: Iterable[Instance], now: datetime) -> None:
     rows = [
         {
             "rule_id": instance.rule_id,
@@ -142,19 +162,20 @@ def save_instances(*, session: Session, instances: Iterable[Instance], now: date
             "open_alert_id": instance.open_alert_id,
             "fire_times": [ts.isoformat() for ts in instance.fire_times],
             "flapping": instance.flapping,
+            "last_value": instance.last_value,
             "updated_at": now,
         }
         for instance in instances
     ]
     if not rows:
         return
-    builder = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    builder = pg_insert if _dialect(session) == "postgresql" else sqlite_insert
     statement = builder(RuleInstance.__table__)
     updated = {name: statement.excluded[name] for name in rows[0] if name not in ("rule_id", "device_id")}
     session.execute(statement.on_conflict_do_update(index_elements=["rule_id", "device_id"], set_=updated), rows)
 
 
-def delete_instances(*, session: Session, keys: Iterable[tuple[str, str]]) -> None:
+def delete_instances(*, session: Session | Connection, keys: Iterable[tuple[str, str]]) -> None:
     for rule_id, device_id in keys:
         row = session.get(RuleInstance, (rule_id, device_id))
         if row is not None:
@@ -164,7 +185,7 @@ def delete_instances(*, session: Session, keys: Iterable[tuple[str, str]]) -> No
 # --- alerts --------------------------------------------------------------------------------------
 
 
-def _insert_returning_ids(session: Session, table: Any, rows: Sequence[dict[str, Any]]) -> list[int]:
+def _insert_returning_ids(session: Session | Connection, table: Any, rows: Sequence[dict[str, Any]]) -> list[int]:
     """Insert rows and return their new ids in the order of ``rows``."""
     if not rows:
         return []
@@ -172,11 +193,11 @@ def _insert_returning_ids(session: Session, table: Any, rows: Sequence[dict[str,
     return [int(row_id) for row_id in session.execute(statement, list(rows)).scalars()]
 
 
-def open_alerts(*, session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
+def open_alerts(*, session: Session | Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
     return _insert_returning_ids(session, Alert.__table__, rows)
 
 
-def unresolved_alert_ids(*, session: Session, ids: Sequence[int]) -> set[int]:
+def unresolved_alert_ids(*, session: Session | Connection, ids: Sequence[int]) -> set[int]:
     table = Alert.__table__
     found: set[int] = set()
     for start in range(0, len(ids), 500):
@@ -186,7 +207,7 @@ def unresolved_alert_ids(*, session: Session, ids: Sequence[int]) -> set[int]:
     return found
 
 
-def resolve_alerts(*, session: Session, rows: Sequence[dict[str, Any]], by: str, note: str) -> None:
+def resolve_alerts(*, session: Session | Connection, rows: Sequence[dict[str, Any]], by: str, note: str) -> None:
     """Resolve alerts by id; each row gives ``alert_id`` and the time ``at``."""
     if not rows:
         return
@@ -199,7 +220,7 @@ def resolve_alerts(*, session: Session, rows: Sequence[dict[str, Any]], by: str,
     session.execute(statement, list(rows))
 
 
-def resolve_alert_in(*, session: Session, alert_id: int, at: datetime, by: str, note: str | None) -> bool:
+def resolve_alert_in(*, session: Session | Connection, alert_id: int, at: datetime, by: str, note: str | None) -> bool:
     """Resolve an alert inside the caller's transaction; return False if it was already resolved."""
     table = Alert.__table__
     statement = (
@@ -224,7 +245,9 @@ def acknowledge_alert(*, engine: Engine, alert_id: int, by: str, note: str | Non
         alert.acknowledged_by = by
         alert.acknowledge_note = note
         session.add(alert)
-        session.add(AuditEntry(at=now, actor=by, action="alert_acknowledged", target=f"alert:{alert_id}", detail={"note": note}))
+        session.add(
+            AuditEntry(at=now, actor=by, action="alert_acknowledged", target=f"alert:{alert_id}", detail={"note": note})
+        )
         session.commit()
         session.refresh(alert)
         return alert
@@ -240,7 +263,9 @@ def resolve_alert(*, engine: Engine, alert_id: int, by: str, note: str | None = 
             raise AlertStateError(f"alert {alert_id} is already resolved")
         now = utc_now()
         resolve_alert_in(session=session, alert_id=alert_id, at=now, by=by, note=note)
-        session.add(AuditEntry(at=now, actor=by, action="alert_resolved", target=f"alert:{alert_id}", detail={"note": note}))
+        session.add(
+            AuditEntry(at=now, actor=by, action="alert_resolved", target=f"alert:{alert_id}", detail={"note": note})
+        )
         session.commit()
         session.refresh(alert)
         return alert
@@ -257,48 +282,13 @@ def list_alerts(*, engine: Engine, status: str | None = None, limit: int = 100) 
 # --- action runs and dispatch jobs ---------------------------------------------------------------
 
 
-def add_action_runs(*, session: Session, rows: Sequence[dict[str, Any]]) -> None:
+def add_action_runs(*, session: Session | Connection, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
         session.execute(insert(ActionRun.__table__), list(rows))
 
 
-def add_dispatch_jobs(*, session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
+def add_dispatch_jobs(*, session: Session | Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
     return _insert_returning_ids(session, DispatchJob.__table__, rows)
-
-
-def claim_due_runs(*, engine: Engine, types: Iterable[str], now: datetime, limit: int = 50) -> list[ActionRun]:
-    """Return pending or retrying runs of the given types whose next attempt is due."""
-    query = (
-        select(ActionRun)
-        .where(ActionRun.status.in_((RUN_PENDING, RUN_FAILED)), ActionRun.type.in_(list(types)))
-        .where(ActionRun.next_attempt_at <= now)
-        .order_by(ActionRun.next_attempt_at, ActionRun.id)
-        .limit(limit)
-    )
-    with Session(engine) as session:
-        return list(session.execute(query).scalars())
-
-
-def finish_run(
-    *,
-    engine: Engine,
-    run_id: int,
-    status: str,
-    attempts: int,
-    error: str | None,
-    next_attempt_at: datetime | None,
-) -> None:
-    with Session(engine) as session:
-        values: dict[str, Any] = {
-            "status": status,
-            "attempts": attempts,
-            "last_error": error[:1000] if error else None,
-            "next_attempt_at": next_attempt_at,
-        }
-        if status in (RUN_SUCCEEDED, RUN_DEAD):
-            values["finished_at"] = utc_now()
-        session.execute(update(ActionRun).where(ActionRun.id == run_id).values(**values))
-        session.commit()
 
 
 def retry_dead_run(*, engine: Engine, run_id: int, by: str) -> None:

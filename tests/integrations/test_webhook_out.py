@@ -92,7 +92,8 @@ class Receiver:
         self._lock = threading.Lock()
         self._server = _ReceiverServer(("127.0.0.1", 0), _Handler)
         self._server.receiver = self
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll interval makes shutdown() return quickly at the end of each test.
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
     @property
     def port(self) -> int:

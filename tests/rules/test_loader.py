@@ -77,6 +77,12 @@ def test_yaml_errors_have_code_and_line(text: str, line: int, code: str) -> None
     assert summary(loaded.problems) == [("config.yaml", line, "", code)]
 
 
+def test_deeply_nested_yaml_is_one_problem() -> None:
+    loaded = load_config_text("rules: " + "[" * 5000 + "]" * 5000 + "\n", "config.yaml")
+
+    assert summary(loaded.problems) == [("config.yaml", None, "", "yaml_too_deep")]
+
+
 def test_yaml_error_message_in_both_languages() -> None:
     problem = load_config_text("simpul:\n\tlanguage: id\n", "config.yaml").problems[0]
 

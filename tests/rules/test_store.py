@@ -122,7 +122,10 @@ def test_stored_readings_found_by_uid_and_key(db: Engine) -> None:
         uids, keys = ops.find_stored_readings(
             session=session,
             uids=["a", "c"],
-            keys=[("pa-manggarai", "level", T0 + timedelta(minutes=1)), ("pa-manggarai", "level", T0 + timedelta(minutes=2))],
+            keys=[
+                ("pa-manggarai", "level", T0 + timedelta(minutes=1)),
+                ("pa-manggarai", "level", T0 + timedelta(minutes=2)),
+            ],
         )
 
     assert uids == {"a"}
@@ -144,7 +147,10 @@ def test_pipeline_answers_duplicates_by_id_and_key(db: Engine) -> None:
     pipeline = Pipeline(_config(), db, event_clock=True)
     first = pipeline.process(
         "test",
-        [RawReading("pa-manggarai", "level", 700, T0, id="msg-1"), RawReading("pa-manggarai", "level", 710, T0 + timedelta(minutes=1))],
+        [
+            RawReading("pa-manggarai", "level", 700, T0, id="msg-1"),
+            RawReading("pa-manggarai", "level", 710, T0 + timedelta(minutes=1)),
+        ],
     )
     again = pipeline.process(
         "test",

@@ -449,7 +449,7 @@ def test_catalogue_languages_use_the_same_fields() -> None:
 PROBLEM_CODES = [
     "file_not_found", "file_unreadable", "file_encoding", "yaml_tab", "yaml_indentation",
     "yaml_mapping_value", "yaml_unclosed_quote", "yaml_flow", "yaml_multiple_documents",
-    "yaml_undefined_alias", "yaml_syntax", "duplicate_key", "missing", "unknown_key", "wrong_type",
+    "yaml_undefined_alias", "yaml_too_deep", "yaml_syntax", "duplicate_key", "missing", "unknown_key", "wrong_type",
     "wrong_length", "invalid_choice", "greater_than_equal", "greater_than", "less_than_equal",
     "less_than", "invalid_id", "invalid_key", "invalid_value", "literal_secret", "duplicate_id", "duplicate_team",
     "unknown_agency", "unknown_kind", "unknown_device", "unknown_team", "unknown_webhook",
