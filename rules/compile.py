@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 from rules import durable
 from rules.config import AttributeRef, Comparison, Config, Context, Device, Rule, Schedule, Threshold

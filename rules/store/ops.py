@@ -8,7 +8,7 @@ others open and commit their own transaction.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
@@ -53,10 +53,43 @@ def _insert_ignoring_conflicts(session: Session | Connection, table: Any) -> Any
     return builder(table.__table__).on_conflict_do_nothing()
 
 
+_READING_COLUMNS = ("uid", "device_id", "metric", "value_num", "value_text", "unit", "ts", "received_at", "source_id", "late")
+
+
 def insert_readings(*, session: Session | Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert readings already known to be new; a row that collides with a stored one is skipped."""
-    if rows:
+    """Insert readings already known to be new; a row that collides with a stored one is skipped.
+
+    This is the hot path of ingestion and replay, so on a Core Connection the rows go to the
+    driver's ``executemany`` directly: SQLAlchemy's per-value type processing cost more than
+    the insert itself. Timestamps are written as the UTCDateTime column stores them.
+    """
+    if not rows:
+        return
+    if not isinstance(session, Connection):
         session.execute(_insert_ignoring_conflicts(session, Reading), list(rows))
+        return
+
+    columns = ", ".join(_READING_COLUMNS)
+    if session.dialect.name == "sqlite":
+        sql = f"INSERT OR IGNORE INTO reading ({columns}) VALUES ({', '.join('?' * len(_READING_COLUMNS))})"
+        convert = _sqlite_timestamp
+    else:
+        sql = f"INSERT INTO reading ({columns}) VALUES ({', '.join(['%s'] * len(_READING_COLUMNS))}) ON CONFLICT DO NOTHING"
+        convert = _aware_utc
+    values = [
+        tuple(convert(row[name]) if name in ("ts", "received_at") else row[name] for name in _READING_COLUMNS)
+        for row in rows
+    ]
+    session.exec_driver_sql(sql, values)
+
+
+def _sqlite_timestamp(value: datetime) -> str:
+    # The same text SQLAlchemy's SQLite DATETIME type writes for a naive UTC datetime.
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", timespec="microseconds")
+
+
+def _aware_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
 
 
 def find_stored_readings(
