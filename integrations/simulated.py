@@ -32,14 +32,14 @@ class SimulatedFeed:
     def __init__(self, source: SimulatedSource, config: Config, *, seed: int = 7) -> None:
         self.id = source.id
         self.interval = source.interval.total_seconds()
-        wanted = set(source.devices)
-        self.devices = [d for d in config.devices if d.enabled and (not wanted or d.id in wanted)]
+        selected = set(source.devices)
+        self.devices = [d for d in config.devices if d.enabled and (not selected or d.id in selected)]
         self.kinds = config.kinds
         self.random = random.Random(seed)
         self.fill: dict[str, float] = {d.id: self.random.uniform(20, 80) for d in self.devices}
         self.air: dict[str, float] = {d.id: self.random.uniform(40, 90) for d in self.devices}
         self.sent = 0
-        self.refused = 0
+        self.rejected = 0
         self._stop = threading.Event()
         self._started = time.monotonic()
 
@@ -60,7 +60,7 @@ class SimulatedFeed:
         return stop
 
     def health(self) -> dict[str, Any]:
-        return {"healthy": not self._stop.is_set(), "simulated": True, "sent": self.sent, "refused": self.refused}
+        return {"healthy": not self._stop.is_set(), "simulated": True, "sent": self.sent, "rejected": self.rejected}
 
     def _run(self, emit: Emit) -> None:
         while not self._stop.wait(self.interval):
@@ -71,7 +71,7 @@ class SimulatedFeed:
                 logger.exception("simulated feed %s: the hub did not take %d readings", self.id, len(readings))
                 continue
             self.sent += len(readings)
-            self.refused += sum(1 for result in results if result.outcome == "rejected")
+            self.rejected += sum(1 for result in results if result.outcome == "rejected")
 
     def readings(self, now: datetime, elapsed: float) -> list[RawReading]:
         """Return one reading per metric of every driven device, at ``elapsed`` seconds into the run."""

@@ -142,9 +142,9 @@ def _register_device(matcher: durable.DurableMatcher, rule: Rule, device: Device
     return matcher.register(rule.id, edges)
 
 
-# A condition is a list of clauses that must all hold; a clause is a list of tests that must all
-# hold, and whose negation is "any test fails". Clauses are kept apart so that a guard such as
-# `chgok == 1` stays attached to the test it protects when negated.
+# A condition is a list of clauses, each a list of tests, and every test of every clause must
+# hold. Its negation is therefore "any test fails". Grouping keeps a guard such as `chgok == 1`
+# next to the test it guards, which makes the compiled expressions easier to read.
 Clause = list[Test]
 
 

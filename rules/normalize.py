@@ -91,7 +91,10 @@ def check_value(value: object, metric: Metric) -> float | str | Rejection:
 
     if metric.is_state:
         assert metric.states is not None
-        text = ("on" if value else "off") if isinstance(value, bool) else str(value).strip().lower()
+        if isinstance(value, bool):
+            text = "on" if value else "off"
+        else:
+            text = str(value).strip().lower()
         if text in UNAVAILABLE_WORDS:
             return Rejection(empty, "unavailable", f"the sender reported {value!r} instead of a state")
         if text not in metric.states:
