@@ -53,7 +53,18 @@ def _insert_ignoring_conflicts(session: Session | Connection, table: Any) -> Any
     return builder(table.__table__).on_conflict_do_nothing()
 
 
-_READING_COLUMNS = ("uid", "device_id", "metric", "value_num", "value_text", "unit", "ts", "received_at", "source_id", "late")
+_READING_COLUMNS = (
+    "uid",
+    "device_id",
+    "metric",
+    "value_num",
+    "value_text",
+    "unit",
+    "ts",
+    "received_at",
+    "source_id",
+    "late",
+)
 
 
 def insert_readings(*, session: Session | Connection, rows: Sequence[dict[str, Any]]) -> None:
@@ -71,10 +82,12 @@ def insert_readings(*, session: Session | Connection, rows: Sequence[dict[str, A
 
     columns = ", ".join(_READING_COLUMNS)
     if session.dialect.name == "sqlite":
-        sql = f"INSERT OR IGNORE INTO reading ({columns}) VALUES ({', '.join('?' * len(_READING_COLUMNS))})"
+        placeholders = ", ".join("?" * len(_READING_COLUMNS))
+        sql = f"INSERT OR IGNORE INTO reading ({columns}) VALUES ({placeholders})"
         convert = _sqlite_timestamp
     else:
-        sql = f"INSERT INTO reading ({columns}) VALUES ({', '.join(['%s'] * len(_READING_COLUMNS))}) ON CONFLICT DO NOTHING"
+        placeholders = ", ".join(["%s"] * len(_READING_COLUMNS))
+        sql = f"INSERT INTO reading ({columns}) VALUES ({placeholders}) ON CONFLICT DO NOTHING"
         convert = _aware_utc
     values = [
         tuple(convert(row[name]) if name in ("ts", "received_at") else row[name] for name in _READING_COLUMNS)
