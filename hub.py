@@ -135,7 +135,14 @@ def command_run(args: argparse.Namespace) -> int:
 
     config = _load(args.config)
     url = _database_url(config.simpul.database, args.db)
-    return run_hub(config, url, host=args.host, port=args.port, simulate=not args.no_simulate)
+    return run_hub(
+        config,
+        url,
+        host=args.host,
+        port=args.port,
+        simulate=not args.no_simulate,
+        config_path=Path(args.config),
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

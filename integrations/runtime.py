@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import uvicorn
+from sqlalchemy import Engine
 
 from integrations.base import Stop
 from integrations.http_api import create_app
@@ -14,15 +17,25 @@ from integrations.simulated import SimulatedFeed
 from integrations.webhook_out import WebhookExecutor
 from rules.config import Config, SimulatedSource
 from rules.ingest import Ingestor
+from rules.loader import load_config
 from rules.outbox import OutboxWorker
 from rules.pipeline import Pipeline
+from rules.store import ops
 from rules.store.db import connect
 
 logger = logging.getLogger(__name__)
 
 
-def run_hub(config: Config, database_url: str, *, host: str | None, port: int | None, simulate: bool) -> int:
-    """Run the hub until interrupted; return the process exit code."""
+def run_hub(
+    config: Config,
+    database_url: str,
+    *,
+    host: str | None,
+    port: int | None,
+    simulate: bool,
+    config_path: Path | None = None,
+) -> int:
+    """Run the hub until interrupted; return the process exit code. SIGHUP reloads ``config_path``."""
     db = connect(database_url)
     pipeline = Pipeline(config, db, event_clock=False)
     ingestor = Ingestor(pipeline)
@@ -48,6 +61,9 @@ def run_hub(config: Config, database_url: str, *, host: str | None, port: int | 
             "sources": {feed.id: feed.health() for feed in feeds},
         }
 
+    if config_path is not None:
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: _reload(pipeline, db, config_path))
+
     app = create_app(config=config, ingestor=ingestor, db=db, health=health)
     bind_host = host or config.simpul.host
     bind_port = port or config.simpul.port
@@ -57,6 +73,23 @@ def run_hub(config: Config, database_url: str, *, host: str | None, port: int | 
     finally:
         _stop_all([*stops, worker.stop, webhooks.close, ingestor.stop, db.dispose])
     return 0
+
+
+def _reload(pipeline: Pipeline, db: Engine, config_path: Path) -> None:
+    """Load the config again and switch the pipeline to it, unless the file has problems."""
+    loaded = load_config(config_path)
+    if loaded.problems:
+        for problem in loaded.problems:
+            logger.error("%s", problem.format(loaded.config.simpul.language))
+        logger.error(
+            "config reload refused: %s has %d problems; the hub keeps the running config",
+            config_path,
+            len(loaded.problems),
+        )
+        return
+    pipeline.reload(loaded.config)
+    ops.record_audit(engine=db, actor="simpul", action="config_reloaded", target=str(config_path), detail={})
+    logger.info("config reloaded from %s", config_path)
 
 
 def _stop_all(stops: list[Callable[[], None]]) -> None:

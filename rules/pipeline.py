@@ -125,6 +125,20 @@ class Pipeline:
             session.commit()
         logger.info("reset %d rule instances whose rule changed or was removed", len(stale))
 
+    def reload(self, config: Config) -> None:
+        """Switch to a new config without a restart.
+
+        Instance state is saved with every batch, so the new engine restores it from the store:
+        rules whose definition did not change keep their state, changed or removed rules are reset
+        and their open alerts resolved.
+        """
+        with self.lock:
+            self.config = config
+            self.normalizer = Normalizer(config)
+            self.source_zones = {source.id: getattr(source, "timezone", None) for source in config.sources}
+            self.teams = {team.id: agency.id for agency in config.agencies for team in agency.teams}
+            self.engine = self._load_engine()
+
     # --- batches -----------------------------------------------------------------------------
 
     def process(
