@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -109,6 +110,7 @@ def command_alerts(args: argparse.Namespace) -> int:
     db = connect(_database_url(config.simpul.database, args.db))
     try:
         if args.action == "list":
+            print(f"{'id':>6}  {'status':<12} {'severity':<8} {'opened (UTC)':<18} rule @ device: message")
             for alert in ops.list_alerts(engine=db, status=args.status, limit=args.limit):
                 print(
                     f"{alert.id:>6}  {alert.status:<12} {alert.severity:<8} {alert.opened_at:%Y-%m-%d %H:%M}Z  "
@@ -187,10 +189,37 @@ def build_parser() -> argparse.ArgumentParser:
         step.add_argument("--by", help="your name, for the audit log")
         step.add_argument("--note", help="a note stored with the alert")
     alerts.set_defaults(handler=command_alerts)
+
+    jobs = commands.add_parser("jobs", help="list dispatch jobs, newest first")
+    jobs.add_argument("--config", default=DEFAULT_CONFIG)
+    jobs.add_argument("--db", help="database URL (default: from the config)")
+    jobs.add_argument("--status", choices=("new", "assigned", "in_progress", "done", "cancelled"))
+    jobs.add_argument("--limit", type=int, default=50)
+    jobs.set_defaults(handler=command_jobs)
     return parser
 
 
+def command_jobs(args: argparse.Namespace) -> int:
+    from rules.store import ops
+    from rules.store.db import connect
+
+    config = _load(args.config)
+    db = connect(_database_url(config.simpul.database, args.db))
+    try:
+        print(f"{'id':>6}  {'status':<12} {'team':<20} {'due (UTC)':<20}  device: title")
+        for job in ops.list_dispatch_jobs(engine=db, status=args.status, limit=args.limit):
+            print(
+                f"{job.id:>6}  {job.status:<12} {job.team_id:<20} due {job.due_at:%Y-%m-%d %H:%M}Z  "
+                f"{job.device_id or '-'}: {job.title}"
+            )
+        return 0
+    finally:
+        db.dispose()
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Exit quietly when the output pipe closes early, e.g. `hub.py alerts list | head`.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

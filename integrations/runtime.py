@@ -72,6 +72,7 @@ def run_hub(
         uvicorn.run(app, host=bind_host, port=bind_port, log_level="warning")
     finally:
         _stop_all([*stops, worker.stop, webhooks.close, ingestor.stop, db.dispose])
+        logger.info("Simpul hub stopped")
     return 0
 
 

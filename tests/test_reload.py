@@ -51,7 +51,9 @@ def _config_text(depok_threshold: int) -> str:
 def test_reload_keeps_unchanged_rule_state(tmp_path: Path) -> None:
     db = connect(f"sqlite:///{tmp_path}/reload.db")
     pipeline = Pipeline(load_config(_config_text(270)), db, event_clock=True)
-    pipeline.process("file", raw_readings("manggarai", "level", [(0, 860)]) + raw_readings("depok", "level", [(1, 300)]))
+    pipeline.process(
+        "file", raw_readings("manggarai", "level", [(0, 860)]) + raw_readings("depok", "level", [(1, 300)])
+    )
 
     pipeline.reload(load_config(_config_text(350)))
     pipeline.process("file", raw_readings("depok", "level", [(20, 310)]))

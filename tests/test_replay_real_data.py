@@ -3,13 +3,15 @@
 Each raw file is parsed here with ``csv.DictReader`` and code written for that one file, then
 ``tests.replay_reference`` evaluates the example config's rules without the hub. Only the
 device map, thresholds and rules are taken from the example config. The exports live outside
-the repository, in ``shared/data`` next to it, and the tests skip when that folder is absent.
+the repository, in ``shared/data`` next to it (or in ``$SIMPUL_DATA_DIR``), and the tests skip when
+that folder is absent.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from datetime import datetime
@@ -25,7 +27,7 @@ from rules.files import read_file_source
 from tests.replay_reference import Expected, Row, expected_replay
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+DATA = Path(os.environ.get("SIMPUL_DATA_DIR", REPO.parent / "shared" / "data"))
 WIB = ZoneInfo("Asia/Jakarta")
 
 KATULAMPA_FILE = DATA / "jakarta-floodgates" / "katulampa_depok_manggarai_hourly_2021-10_2025-05.csv"

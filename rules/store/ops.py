@@ -328,6 +328,14 @@ def list_alerts(*, engine: Engine, status: str | None = None, limit: int = 100) 
 # --- action runs and dispatch jobs ---------------------------------------------------------------
 
 
+def list_dispatch_jobs(*, engine: Engine, status: str | None = None, limit: int = 100) -> list[DispatchJob]:
+    query = select(DispatchJob).order_by(DispatchJob.created_at.desc(), DispatchJob.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(DispatchJob.status == status)
+    with Session(engine) as session:
+        return list(session.execute(query).scalars())
+
+
 def add_action_runs(*, session: Session | Connection, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
         session.execute(insert(ActionRun.__table__), list(rows))
