@@ -55,6 +55,7 @@ class NormalReading:
     uid: str
     source_id: str
     unit: str | None = None
+    sender_id: bool = False
 
 
 @dataclass(slots=True)

@@ -80,7 +80,7 @@ class Normalizer:
             return Rejection(raw, value.reason, value.detail)
 
         uid = raw.id if raw.id else f"{device.id}|{raw.metric}|{ts.isoformat()}"
-        return NormalReading(device.id, raw.metric, value, ts, uid, source_id, raw.unit or metric.unit)
+        return NormalReading(device.id, raw.metric, value, ts, uid, source_id, raw.unit or metric.unit, bool(raw.id))
 
 
 def check_value(value: object, metric: Metric) -> float | str | Rejection:

@@ -183,7 +183,7 @@ class Pipeline:
             # 2. Find duplicates of stored readings. A reading newer than the newest stored one
             #    of its device and metric cannot collide on (device, metric, ts), and its derived
             #    uid contains that key, so only older readings and sender-chosen ids are looked up.
-            lookup_uids = [r.uid for _i, r in accepted if not r.uid.startswith(f"{r.device_id}|{r.metric}|")]
+            lookup_uids = [r.uid for _i, r in accepted if r.sender_id]
             lookup_keys = [
                 (r.device_id, r.metric, r.ts)
                 for _i, r in accepted
@@ -446,7 +446,7 @@ def _format_value(value: float | str) -> str:
 def _reading_row(reading: NormalReading, received: datetime, late: bool) -> dict[str, Any]:
     numeric = not isinstance(reading.value, str)
     return {
-        "uid": reading.uid,
+        "uid": reading.uid if reading.sender_id else None,
         "device_id": reading.device_id,
         "metric": reading.metric,
         "value_num": reading.value if numeric else None,

@@ -124,12 +124,6 @@ def find_stored_readings(
     return stored_uids, stored_keys
 
 
-def mark_late(*, session: Session | Connection, uids: Iterable[str]) -> None:
-    uid_list = list(uids)
-    if uid_list:
-        session.execute(update(Reading).where(Reading.uid.in_(uid_list)).values(late=True))
-
-
 def insert_rejected(*, session: Session | Connection, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
         session.execute(insert(RejectedReading.__table__), list(rows))

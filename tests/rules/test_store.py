@@ -282,5 +282,5 @@ def test_latest_values_ignore_late_readings(db: Engine) -> None:
     latest = ops.load_latest_values(engine=db)
     assert latest == {("pa-manggarai", "level"): (T0 + timedelta(minutes=30), 700.0)}
     with Session(db) as session:
-        late = session.execute(select(Reading.uid).where(Reading.late.is_(True))).scalars().all()
-    assert late == [f"pa-manggarai|level|{T0.isoformat()}"]
+        late = session.execute(select(Reading.ts).where(Reading.late.is_(True))).scalars().all()
+    assert late == [T0]

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-04 21:16:08.082781
+Create Date: 2026-12-04 21:28:11.561097
 """
 
 import sqlalchemy as sa
@@ -108,7 +108,7 @@ def upgrade() -> None:
     op.create_table(
         "reading",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("uid", sa.String(length=200), nullable=False),
+        sa.Column("uid", sa.String(length=200), nullable=True),
         sa.Column("device_id", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
         sa.Column("metric", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
         sa.Column("value_num", sa.Float(), nullable=True),
@@ -122,9 +122,6 @@ def upgrade() -> None:
         sa.UniqueConstraint("device_id", "metric", "ts", name="uq_reading_device_metric_ts"),
         sa.UniqueConstraint("uid"),
     )
-    with op.batch_alter_table("reading", schema=None) as batch_op:
-        batch_op.create_index("ix_reading_ts", ["ts"], unique=False)
-
     op.create_table(
         "rejected_reading",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -171,9 +168,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_rejected_reading_device_id"))
 
     op.drop_table("rejected_reading")
-    with op.batch_alter_table("reading", schema=None) as batch_op:
-        batch_op.drop_index("ix_reading_ts")
-
     op.drop_table("reading")
     with op.batch_alter_table("dispatch_job", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_dispatch_job_team_id"))
