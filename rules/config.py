@@ -281,7 +281,98 @@ class SimulatedSource(Model):
     devices: list[str] = []
 
 
-Source = Annotated[FileSource | HttpSource | SimulatedSource, Field(discriminator="type")]
+class TopicSegment(Model):
+    """A device id taken from one level of the topic name, counted from 0 (``a/b/c``: 1 is ``b``)."""
+
+    topic_segment: int = Field(ge=0)
+
+
+class MqttTopic(Model):
+    """One subscription of an MQTT source and how its messages become readings.
+
+    ``value`` is ``payload`` when the whole payload is the value, or a dotted JSON field path
+    such as ``data.level``. ``metrics`` maps JSON field paths to metric names for payloads that
+    carry several values. ``timestamp`` and ``id`` are JSON field paths; without ``timestamp``
+    a reading is stamped with its time of arrival.
+    """
+
+    topic: str
+    device: Identifier | TopicSegment
+    metric: str | None = None
+    metrics: dict[str, str] = {}
+    value: str | None = None
+    timestamp: str | None = None
+    id: str | None = None
+
+    @field_validator("topic")
+    @classmethod
+    def _check_filter(cls, value: str) -> str:
+        levels = value.split("/")
+        wildcard_misused = any(("+" in level or "#" in level) and len(level) > 1 for level in levels)
+        hash_not_last = "#" in levels[:-1]
+        if not value or wildcard_misused or hash_not_last:
+            raise config_error(
+                "mqtt_topic_filter",
+                "invalid MQTT topic filter {input}: + and # must fill a whole level, and # must be the last level, "
+                "e.g. sungai/+/level or sungai/#",
+                input=repr(value),
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_mapping(self) -> MqttTopic:
+        if (self.metric is None) == (not self.metrics):
+            raise config_error("mqtt_metric_choice", "set exactly one of metric or metrics")
+        if self.metrics and self.value is not None:
+            raise config_error(
+                "mqtt_value_with_metrics", "metrics already names the JSON field of each value: remove value"
+            )
+        plain = self.metric is not None and self.value in (None, "payload")
+        if plain and (self.timestamp is not None or self.id is not None):
+            raise config_error(
+                "mqtt_fields_need_json",
+                "timestamp and id are JSON field paths, so they need a JSON payload: "
+                "set value to a JSON field path such as data.level",
+            )
+        levels = self.topic.split("/")
+        if isinstance(self.device, TopicSegment) and "#" not in levels and self.device.topic_segment >= len(levels):
+            raise config_error(
+                "mqtt_segment_range",
+                "topic_segment {segment} is past the end of {topic}, which has {count} levels counted from 0",
+                segment=self.device.topic_segment,
+                topic=self.topic,
+                count=len(levels),
+            )
+        return self
+
+    @property
+    def is_json(self) -> bool:
+        return self.value not in (None, "payload") or bool(self.metrics)
+
+
+class MqttSource(Model):
+    """An MQTT broker to subscribe to; ``timezone`` reads timestamps that carry no offset."""
+
+    id: Identifier
+    type: Literal["mqtt"]
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    client_id: str | None = None
+    username: str | None = None
+    password: SecretRef | None = None
+    keepalive: int = Field(default=60, ge=5, le=65535)
+    qos: Literal[0, 1, 2] = 1
+    timezone: TimeZone | None = None
+    topics: list[MqttTopic] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_login(self) -> MqttSource:
+        if self.password is not None and self.username is None:
+            raise config_error("mqtt_password_without_username", "MQTT sends a password only with a username: set username")
+        return self
+
+
+Source = Annotated[FileSource | HttpSource | MqttSource | SimulatedSource, Field(discriminator="type")]
 
 
 class WebhookTarget(Model):

@@ -176,6 +176,35 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "a long file needs device and metrics",
         "id": "berkas dengan layout long memerlukan device dan metrics",
     },
+    "mqtt_topic_filter": {
+        "en": "invalid MQTT topic filter {input}: + and # must fill a whole level, and # must be the last level, "
+        "e.g. sungai/+/level or sungai/#",
+        "id": "filter topik MQTT {input} tidak valid: + dan # harus mengisi satu level utuh, dan # hanya boleh "
+        "di level terakhir, misalnya sungai/+/level atau sungai/#",
+    },
+    "mqtt_metric_choice": {
+        "en": "set exactly one of metric or metrics",
+        "id": "isi tepat satu: metric atau metrics",
+    },
+    "mqtt_value_with_metrics": {
+        "en": "metrics already names the JSON field of each value: remove value",
+        "id": "metrics sudah menyebut field JSON untuk setiap nilai: hapus value",
+    },
+    "mqtt_fields_need_json": {
+        "en": "timestamp and id are JSON field paths, so they need a JSON payload: "
+        "set value to a JSON field path such as data.level",
+        "id": "timestamp dan id adalah jalur field JSON, jadi payload harus berupa JSON: "
+        "isi value dengan jalur field JSON, misalnya data.level",
+    },
+    "mqtt_segment_range": {
+        "en": "topic_segment {segment} is past the end of {topic}, which has {count} levels counted from 0",
+        "id": "topic_segment {segment} melewati level terakhir {topic}, yang hanya punya {count} level "
+        "(dihitung mulai dari 0)",
+    },
+    "mqtt_password_without_username": {
+        "en": "MQTT sends a password only with a username: set username",
+        "id": "MQTT hanya mengirim password bersama username: isi username",
+    },
     "wide_file_columns": {
         "en": "a wide file needs columns, one per device and metric",
         "id": "berkas dengan layout wide memerlukan columns, satu untuk setiap perangkat dan metrik",

@@ -36,6 +36,7 @@ from rules.config import (
     FileSource,
     Kind,
     Metric,
+    MqttSource,
     Rule,
     Settings,
     SimulatedSource,
@@ -567,6 +568,8 @@ class _References:
                     self._refer((*path, "devices", position), "device", device_id, set(by_id))
             elif isinstance(source, FileSource):
                 self._check_file_source(path, source, by_id)
+            elif isinstance(source, MqttSource):
+                self._check_mqtt_source(path, source, by_id)
             if not self.problems.has_problem_within(path):
                 kept.append(source)
         return kept
@@ -633,6 +636,24 @@ class _References:
             if self._refer((*column_path, "device"), "device", column.device, set(by_id)):
                 kind_name = by_id[column.device].kind
                 self._check_metric((*column_path, "metric"), column.metric, kind_name)
+
+    def _check_mqtt_source(self, path: KeyPath, source: MqttSource, by_id: dict[str, Device]) -> None:
+        """Check the devices named literally in the topics, and their metrics.
+
+        A device taken from a topic segment is known only when a message arrives, so the hub
+        rejects unknown ones then, as ``unknown_device`` readings.
+        """
+        for position, topic in enumerate(source.topics):
+            topic_path: KeyPath = (*path, "topics", position)
+            if not isinstance(topic.device, str):
+                continue
+            if not self._refer((*topic_path, "device"), "device", topic.device, set(by_id)):
+                continue
+            kind_name = by_id[topic.device].kind
+            if topic.metric is not None:
+                self._check_metric((*topic_path, "metric"), topic.metric, kind_name)
+            for field_path, metric in topic.metrics.items():
+                self._check_metric((*topic_path, "metrics", field_path), metric, kind_name)
 
     def _check_metric(self, path: KeyPath, metric: str, kind_name: str) -> Metric | None:
         kind = self.kinds[kind_name]
