@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,8 +14,8 @@ from sqlmodel import Session
 
 from rules.store.db import connect
 from rules.store.models import Alert
+from tests.hub_process import free_port, start_hub
 
-ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "restart-test-token"
 
 CONFIG = """
@@ -37,36 +34,14 @@ rules:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _start_hub(tmp_path: Path, port: int, log_name: str) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable,
-        str(ROOT / "hub.py"),
-        "run",
-        "--config",
-        str(tmp_path / "config.yaml"),
-        "--db",
-        f"sqlite:///{tmp_path}/hub.db",
-        "--port",
-        str(port),
-        "--no-simulate",
-    ]
-    env = dict(os.environ, SIMPUL_TEST_GATEWAY_TOKEN=TOKEN)
-    with (tmp_path / log_name).open("w") as log:
-        hub = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(150):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=1).status_code == 200:
-                return hub
-        except httpx.TransportError:
-            time.sleep(0.1)
-    hub.terminate()
-    raise AssertionError((tmp_path / log_name).read_text())
+    return start_hub(
+        config_path=tmp_path / "config.yaml",
+        db_url=f"sqlite:///{tmp_path}/hub.db",
+        port=port,
+        log_path=tmp_path / log_name,
+        env={"SIMPUL_TEST_GATEWAY_TOKEN": TOKEN},
+    )
 
 
 def _stop(hub: subprocess.Popen[bytes]) -> None:
@@ -84,7 +59,7 @@ def _alerts(tmp_path: Path) -> list[Alert]:
 
 def test_duration_survives_hub_restart(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text(CONFIG)
-    port = _free_port()
+    port = free_port()
 
     first = _start_hub(tmp_path, port, "first.log")
     t0 = datetime.now(UTC).replace(microsecond=0)

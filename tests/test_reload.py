@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
 
-import httpx
 from sqlalchemy import select
 from sqlmodel import Session
 
@@ -19,8 +14,7 @@ from rules.pipeline import Pipeline
 from rules.store.db import connect
 from rules.store.models import Alert, AuditEntry
 from tests.conftest import T0, at, load_config, raw_readings
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.hub_process import free_port, start_hub
 
 BASE = """
 agencies: [{id: dinas-sda, name: Dinas SDA}]
@@ -68,39 +62,18 @@ def test_reload_keeps_unchanged_rule_state(tmp_path: Path) -> None:
     db.dispose()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_sighup_reloads_running_hub(tmp_path: Path) -> None:
     config_path = tmp_path / "config.yaml"
     config_path.write_text(_config_text(270))
-    port = _free_port()
-    env = dict(os.environ, SIMPUL_TEST_GATEWAY_TOKEN="reload-test-token")
     log_path = tmp_path / "hub.log"
-    command = [
-        sys.executable,
-        str(ROOT / "hub.py"),
-        "run",
-        "--config",
-        str(config_path),
-        "--db",
-        f"sqlite:///{tmp_path}/hub.db",
-        "--port",
-        str(port),
-        "--no-simulate",
-    ]
-    with log_path.open("w") as log:
-        hub = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    hub = start_hub(
+        config_path=config_path,
+        db_url=f"sqlite:///{tmp_path}/hub.db",
+        port=free_port(),
+        log_path=log_path,
+        env={"SIMPUL_TEST_GATEWAY_TOKEN": "reload-test-token"},
+    )
     try:
-        for _ in range(150):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
         config_path.write_text(_config_text(350))
         hub.send_signal(signal.SIGHUP)
 
