@@ -13,13 +13,15 @@ from sqlalchemy import Engine
 
 from integrations.base import Stop
 from integrations.http_api import create_app
+from integrations.mqtt import MqttFeed
 from integrations.simulated import SimulatedFeed
 from integrations.webhook_out import WebhookExecutor
-from rules.config import Config, SimulatedSource
+from rules.config import Config, MqttSource, SimulatedSource
 from rules.ingest import Ingestor
 from rules.loader import load_config
 from rules.outbox import OutboxWorker
 from rules.pipeline import Pipeline
+from rules.secrets import MissingSecret
 from rules.store import ops
 from rules.store.db import connect
 
@@ -44,14 +46,22 @@ def run_hub(
     worker = OutboxWorker(db, {"webhook": webhooks})
     worker.start()
 
-    feeds: list[SimulatedFeed] = []
+    feeds: list[SimulatedFeed | MqttFeed] = []
     stops: list[Stop] = []
-    if simulate:
-        for source in config.sources:
-            if isinstance(source, SimulatedSource):
-                feed = SimulatedFeed(source, config)
-                feeds.append(feed)
-                stops.append(feed.start(ingestor.submit))
+    for source in config.sources:
+        feed: SimulatedFeed | MqttFeed
+        if isinstance(source, SimulatedSource) and simulate:
+            feed = SimulatedFeed(source, config)
+        elif isinstance(source, MqttSource):
+            try:
+                feed = MqttFeed(source, config)
+            except MissingSecret as error:
+                logger.error("mqtt source %s not started: %s", source.id, error)
+                continue
+        else:
+            continue
+        feeds.append(feed)
+        stops.append(feed.start(ingestor.submit))
 
     def health() -> dict[str, Any]:
         return {

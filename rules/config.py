@@ -368,7 +368,9 @@ class MqttSource(Model):
     @model_validator(mode="after")
     def _check_login(self) -> MqttSource:
         if self.password is not None and self.username is None:
-            raise config_error("mqtt_password_without_username", "MQTT sends a password only with a username: set username")
+            raise config_error(
+                "mqtt_password_without_username", "MQTT sends a password only with a username: set username"
+            )
         return self
 
 

@@ -397,7 +397,7 @@ def test_keys_ending_in_token_words_only() -> None:
         ("simpul: {port: 70000}", "simpul.port", "less_than_equal"),
         ("agencies: [{id: BPBD Kota, name: B}]", "agencies[0].id", "invalid_id"),
         ("agencies: [{id: bpbd, name: B, teams: [tim]}]", "agencies[0].teams[0]", "wrong_type"),
-        ("sources: [{id: s, type: mqtt}]", "sources[0].type", "invalid_choice"),
+        ("sources: [{id: s, type: modbus}]", "sources[0].type", "invalid_choice"),
         ("sources: [{id: s}]", "sources[0].type", "missing"),
         ("agencies: [{id: bpbd, name: B, 1: x}]", "agencies[0]", "invalid_key"),
         ("agencies: &loop [*loop]", "agencies[0]", "wrong_type"),
