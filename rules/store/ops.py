@@ -7,6 +7,7 @@ others open and commit their own transaction.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -207,12 +208,22 @@ def save_instances(*, session: Session | Connection, instances: Iterable[Instanc
         }
         for instance in instances
     ]
-    if not rows:
-        return
-    builder = pg_insert if _dialect(session) == "postgresql" else sqlite_insert
+    if rows:
+        session.execute(_instance_upsert(_dialect(session)), rows)
+
+
+@functools.cache
+def _instance_upsert(dialect: str) -> Any:
+    # Built once per dialect: constructing the ON CONFLICT statement cost more than running it.
+    builder = pg_insert if dialect == "postgresql" else sqlite_insert
     statement = builder(RuleInstance.__table__)
-    updated = {name: statement.excluded[name] for name in rows[0] if name not in ("rule_id", "device_id")}
-    session.execute(statement.on_conflict_do_update(index_elements=["rule_id", "device_id"], set_=updated), rows)
+    keys = ("rule_id", "device_id")
+    updated = {
+        column.name: statement.excluded[column.name]
+        for column in RuleInstance.__table__.columns
+        if column.name not in keys
+    }
+    return statement.on_conflict_do_update(index_elements=list(keys), set_=updated)
 
 
 def delete_instances(*, session: Session | Connection, keys: Iterable[tuple[str, str]]) -> None:
@@ -229,8 +240,12 @@ def _insert_returning_ids(session: Session | Connection, table: Any, rows: Seque
     """Insert rows and return their new ids in the order of ``rows``."""
     if not rows:
         return []
-    statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
-    return [int(row_id) for row_id in session.execute(statement, list(rows)).scalars()]
+    return [int(row_id) for row_id in session.execute(_insert_returning_id(table), list(rows)).scalars()]
+
+
+@functools.cache
+def _insert_returning_id(table: Any) -> Any:
+    return insert(table).returning(table.c.id, sort_by_parameter_order=True)
 
 
 def open_alerts(*, session: Session | Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
@@ -332,7 +347,12 @@ def list_dispatch_jobs(*, engine: Engine, status: str | None = None, limit: int 
 
 def add_action_runs(*, session: Session | Connection, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
-        session.execute(insert(ActionRun.__table__), list(rows))
+        session.execute(_insert_statement(ActionRun.__table__), list(rows))
+
+
+@functools.cache
+def _insert_statement(table: Any) -> Any:
+    return insert(table)
 
 
 def add_dispatch_jobs(*, session: Session | Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
