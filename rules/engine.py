@@ -52,10 +52,9 @@ class NormalReading:
     metric: str
     value: float | str
     ts: datetime
-    uid: str
+    uid: str | None
     source_id: str
     unit: str | None = None
-    sender_id: bool = False
 
 
 @dataclass(slots=True)

@@ -79,8 +79,8 @@ class Normalizer:
         if isinstance(value, Rejection):
             return Rejection(raw, value.reason, value.detail)
 
-        uid = raw.id if raw.id else f"{device.id}|{raw.metric}|{ts.isoformat()}"
-        return NormalReading(device.id, raw.metric, value, ts, uid, source_id, raw.unit or metric.unit, bool(raw.id))
+        # A reading without a sender id is identified by (device, metric, ts) alone.
+        return NormalReading(device.id, raw.metric, value, ts, raw.id or None, source_id, raw.unit or metric.unit)
 
 
 def check_value(value: object, metric: Metric) -> float | str | Rejection:

@@ -172,18 +172,19 @@ class Pipeline:
                 self.tally.rejected[outcome.reason] += 1
                 continue
             key = (outcome.device_id, outcome.metric, outcome.ts)
-            if outcome.uid in seen_uids or key in seen_keys:
+            if key in seen_keys or (outcome.uid is not None and outcome.uid in seen_uids):
                 results[index] = ReadingResult("duplicate", outcome.uid)
                 continue
-            seen_uids.add(outcome.uid)
+            if outcome.uid is not None:
+                seen_uids.add(outcome.uid)
             seen_keys.add(key)
             accepted.append((index, outcome))
 
         with self.db.begin() as session:
             # 2. Find duplicates of stored readings. A reading newer than the newest stored one
-            #    of its device and metric cannot collide on (device, metric, ts), and its derived
-            #    uid contains that key, so only older readings and sender-chosen ids are looked up.
-            lookup_uids = [r.uid for _i, r in accepted if r.sender_id]
+            #    of its device and metric cannot collide on (device, metric, ts), so only older
+            #    readings and sender ids are looked up.
+            lookup_uids = [r.uid for _i, r in accepted if r.uid is not None]
             lookup_keys = [
                 (r.device_id, r.metric, r.ts)
                 for _i, r in accepted
@@ -446,7 +447,7 @@ def _format_value(value: float | str) -> str:
 def _reading_row(reading: NormalReading, received: datetime, late: bool) -> dict[str, Any]:
     numeric = not isinstance(reading.value, str)
     return {
-        "uid": reading.uid if reading.sender_id else None,
+        "uid": reading.uid,
         "device_id": reading.device_id,
         "metric": reading.metric,
         "value_num": reading.value if numeric else None,
