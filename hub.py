@@ -135,6 +135,9 @@ def command_alerts(args: argparse.Namespace) -> int:
 def command_run(args: argparse.Namespace) -> int:
     from integrations.runtime import run_hub
 
+    if not Path(args.config).is_file():
+        print(f"error: config file not found: {args.config}; pass the right path with --config", file=sys.stderr)
+        return 2
     config = _load(args.config)
     url = _database_url(config.simpul.database, args.db)
     return run_hub(

@@ -9,6 +9,10 @@ Senders post readings to ``POST /api/v1/readings``. Every request names its sour
   ``max_skew`` of the hub clock, and a signature that was already accepted is rejected while
   its timestamp is still inside that window.
 
+A source with a ``mapping`` may instead post its own JSON format to
+``POST /api/v1/webhooks/<source id>``, which ``integrations.payload_mapping`` maps to readings.
+The same authentication, body limits and response apply.
+
 The API responds to a readings request only after the ingestor has committed its readings.
 Whole-request errors are JSON ``{"error": code, "detail": text}`` with a 4xx or 5xx status.
 Per-reading problems such as an unknown device or an invalid value do not fail the request:
@@ -31,7 +35,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Annotated, Any, Literal
 
@@ -49,7 +53,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from rules.config import Config, HttpSource
+from integrations.payload_mapping import PayloadShapeError, UnmappedItem, map_items, payload_items
+from rules.config import Config, HttpSource, PayloadMapping
 from rules.ingest import Ingestor, IngestorStopped
 from rules.readings import RawReading, ReadingResult
 from rules.secrets import MissingSecret, resolve_secret
@@ -390,21 +395,34 @@ class _Guard:
 
     def __init__(self, config: Config) -> None:
         self.sources: dict[str, _SourceKeys] = {}
+        self.mappings: dict[str, PayloadMapping] = {}
         self.other_sources: dict[str, str] = {}
         self.replays = _ReplayCache()
         for source in config.sources:
             if isinstance(source, HttpSource):
                 self.sources[source.id] = _read_keys(source)
+                if source.mapping is not None:
+                    self.mappings[source.id] = source.mapping
             else:
                 self.other_sources[source.id] = source.type
 
-    def identify(self, request: Request) -> _SourceKeys:
-        name = request.headers.get(SOURCE_HEADER)
+    def identify(self, request: Request, path_source: str | None = None) -> _SourceKeys:
+        """Find the source that the X-Simpul-Source header names, or ``path_source`` from the URL when given."""
+        header = request.headers.get(SOURCE_HEADER)
+        name = path_source if path_source is not None else header
+        where = "the URL" if path_source is not None else "X-Simpul-Source"
         if not name:
             raise ApiError(
                 400,
                 "missing_source",
                 "missing X-Simpul-Source header: set it to the id of your http source in config.yaml",
+            )
+        if path_source is not None and header and header != path_source:
+            raise ApiError(
+                400,
+                "source_mismatch",
+                f"X-Simpul-Source names {_clip(header)!r} but the URL names {_clip(path_source)!r}: "
+                "remove the header or make them match",
             )
 
         source = self.sources.get(name)
@@ -430,7 +448,7 @@ class _Guard:
         raise ApiError(
             400,
             "unknown_source",
-            f"unknown source {_clip(name)!r} in X-Simpul-Source: use the id of an http source in config.yaml",
+            f"unknown source {_clip(name)!r} in {where}: use the id of an http source in config.yaml",
         )
 
     def check_headers(self, source: _SourceKeys, request: Request, now: float) -> _SignedHeaders | None:
@@ -553,14 +571,17 @@ class _Authenticator:
         self.guard = guard
         self.max_body_bytes = max_body_bytes
 
-    async def authenticate(self, request: Request, *, json_body: bool, claim: bool) -> _Caller:
+    async def authenticate(
+        self, request: Request, *, json_body: bool, claim: bool, path_source: str | None = None
+    ) -> _Caller:
         """Identify the source, check credentials, then read the body and verify its signature.
 
         ``claim`` remembers the signature to reject replays. Reads leave it out because two
-        identical GETs signed in the same second are legitimate.
+        identical GETs signed in the same second are legitimate. ``path_source`` is the source
+        id from the URL of a webhook route.
         """
         now = time.time()
-        source = self.guard.identify(request)
+        source = self.guard.identify(request, path_source)
         signed = self.guard.check_headers(source, request, now)
         if json_body:
             _check_json_content_type(request)
@@ -785,6 +806,28 @@ item by its `index`. A wrong shape is a fault of the sending program, not of one
 measurement, and storing the rest would hide it.
 """
 
+WEBHOOK_DESCRIPTION = f"""\
+Store readings that another system posts in its own JSON format, mapped to readings by the
+`mapping` of the http source named in the URL. Authentication, body limits and the response are
+those of `POST {API_PREFIX}/readings`, and `X-Simpul-Source` may be left out because the URL
+names the source.
+
+**Mapping.** `mapping.readings` is the dotted path of the list of items in the payload, and
+without it the payload is one item. Each item gives one reading per mapped metric, at most
+{MAX_READINGS_PER_REQUEST} per request. The mapping reads the device (a fixed id, or a field
+translated by `map`), the value of each metric, the event time (`iso`, `epoch`, `epoch_ms` or
+strptime syntax) and an optional id. With an id, a repeated delivery of the same message is
+returned as `duplicate` and stored once.
+
+**Per-reading outcomes.** `index` counts the mapped readings in payload order, with one result
+for each item that gives none. An item that cannot be mapped is `rejected` with the reason
+`not_an_object`, `missing_field`, `wrong_type` or `invalid_timestamp`, and the others are still
+stored. A missing or non-numeric value is rejected by the hub as for any reading.
+
+**Request errors.** 404 `no_mapping` when the source has no mapping, 400 `malformed_json`, and
+422 `invalid_shape` when the path in `mapping.readings` is missing or is not a list.
+"""
+
 _SECURITY_SCHEMES = {
     "source": {"type": "apiKey", "in": "header", "name": "X-Simpul-Source", "description": "Id of an http source."},
     "bearer": {"type": "http", "scheme": "bearer", "description": "The source's token."},
@@ -838,14 +881,42 @@ def _readings_operation() -> dict[str, Any]:
     }
 
 
+def _webhook_operation() -> dict[str, Any]:
+    operation = _readings_operation()
+    operation["responses"]["404"] = {"description": HTTPStatus(404).phrase, "content": _error_content()}
+    operation.update(
+        {
+            "summary": "Post a payload in the sender's own format",
+            "description": WEBHOOK_DESCRIPTION,
+            "operationId": "post_webhook",
+            "security": [{"bearer": []}, {"signature": [], "timestamp": []}],
+            "parameters": [
+                {
+                    "name": "source_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "description": "Id of an http source with a mapping.",
+                }
+            ],
+            "requestBody": _body_schema({"description": "Any JSON that the source's mapping describes."}),
+        }
+    )
+    return operation
+
+
 def _install_openapi(app: FastAPI) -> None:
-    """Complete the generated schema with the readings operation, hand-parsed bodies and security schemes."""
+    """Complete the generated schema with the hand-parsed readings and webhook operations and the security schemes."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        schema["paths"] = {f"{API_PREFIX}/readings": {"post": _readings_operation()}, **schema.get("paths", {})}
+        schema["paths"] = {
+            f"{API_PREFIX}/readings": {"post": _readings_operation()},
+            f"{API_PREFIX}/webhooks/{{source_id}}": {"post": _webhook_operation()},
+            **schema.get("paths", {}),
+        }
 
         components = schema.setdefault("components", {})
         schemas = components.setdefault("schemas", {})
@@ -942,11 +1013,9 @@ def _add_readings_route(app: FastAPI, ingestor: Ingestor, guard: _Guard) -> None
         if caller.digest is not None:
             guard.replays.release(caller.digest)
 
-    async def post_readings(request: Request) -> Response:
-        caller = await authenticator.authenticate(request, json_body=True, claim=True)
+    async def store(caller: _Caller, raws: list[RawReading]) -> list[ReadingResult]:
+        """Submit readings to the ingestor and wait for its commit; a failure forgets the signature so a retry works."""
         source_id = caller.source.source_id
-        raws = _to_raw_readings(_parse_json(caller.body))
-
         try:
             future = ingestor.submit(source_id, raws)
         except IngestorStopped:
@@ -970,12 +1039,66 @@ def _add_readings_route(app: FastAPI, ingestor: Ingestor, guard: _Guard) -> None
 
         if len(results) != len(raws):
             raise RuntimeError(f"the ingestor returned {len(results)} results for {len(raws)} readings")
-        return _readings_answer(results)
+        return results
 
-    # A plain Starlette route, because FastAPI's parameter solving cost about 75 us of CPU per
-    # request in a benchmark with FastAPI 0.163, and this handler reads the request itself.
-    # _readings_operation writes its OpenAPI operation.
+    async def post_readings(request: Request) -> Response:
+        caller = await authenticator.authenticate(request, json_body=True, claim=True)
+        raws = _to_raw_readings(_parse_json(caller.body))
+        return _readings_answer(await store(caller, raws))
+
+    async def post_webhook(request: Request) -> Response:
+        source_id: str = request.path_params["source_id"]
+        caller = await authenticator.authenticate(request, json_body=True, claim=True, path_source=source_id)
+        mapping = guard.mappings.get(source_id)
+        if mapping is None:
+            raise ApiError(
+                404,
+                "no_mapping",
+                f"source {source_id!r} has no mapping, so it cannot post its own format: post Simpul readings to "
+                f"{API_PREFIX}/readings, or ask the hub operator to add a mapping to the source in config.yaml",
+            )
+
+        mapped = _map_payload(_parse_json(caller.body), mapping)
+        raws = [item for item in mapped if isinstance(item, RawReading)]
+        results = iter(await store(caller, raws) if raws else [])
+        unmapped = len(mapped) - len(raws)
+        # NOTE: unmapped items appear only in the response and this DEBUG line. Unlike readings
+        # that the pipeline rejects, they are not stored as rejected readings.
+        if unmapped:
+            logger.debug("source %s: %d of %d webhook readings could not be mapped", source_id, unmapped, len(mapped))
+        answers = [
+            ReadingResult("rejected", None, item.reason, item.detail)
+            if isinstance(item, UnmappedItem)
+            else next(results)
+            for item in mapped
+        ]
+        return _readings_answer(answers)
+
+    # Plain Starlette routes, because FastAPI's parameter solving cost about 75 us of CPU per
+    # request in a benchmark with FastAPI 0.163, and these handlers read the request themselves.
+    # _readings_operation and _webhook_operation write their OpenAPI operations.
     app.add_route(f"{API_PREFIX}/readings", post_readings, methods=["POST"], include_in_schema=False)
+    app.add_route(f"{API_PREFIX}/webhooks/{{source_id}}", post_webhook, methods=["POST"], include_in_schema=False)
+
+
+def _map_payload(document: Any, mapping: PayloadMapping) -> list[RawReading | UnmappedItem]:
+    """Map a webhook payload to readings and unmapped items; a payload that does not fit the mapping is a 422."""
+    try:
+        items = payload_items(document, mapping)
+    except PayloadShapeError as error:
+        raise ApiError(
+            422, "invalid_shape", f"{error}: send the payload in the format that the source's mapping describes"
+        ) from None
+
+    mapped = map_items(items, mapping, datetime.now(UTC))
+    if len(mapped) > MAX_READINGS_PER_REQUEST:
+        raise ApiError(
+            413,
+            "too_many_readings",
+            f"the payload gives {len(mapped)} readings, more than the limit of {MAX_READINGS_PER_REQUEST}: "
+            "split it into smaller requests",
+        )
+    return mapped
 
 
 def _add_alert_routes(app: FastAPI, db: sqlalchemy.Engine) -> None:

@@ -54,6 +54,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from integrations.base import Emit, Stop
+from integrations.json_paths import field_value, timestamp_value
 from rules.config import Config, MqttSource, MqttTopic
 from rules.ingest import IngestorStopped
 from rules.readings import RawReading, ReadingResult
@@ -291,25 +292,3 @@ class MqttFeed:
         self._unreadable_by_topic[name] = count
         if count == 1 or count % WARN_EVERY == 0:
             logger.warning("mqtt source %s: unreadable message on %s (%d so far): %s", self.id, name, count, reason)
-
-
-def timestamp_value(value: Any) -> str | float | None:
-    """Return a JSON timestamp as ISO text or epoch seconds; other JSON types become text, which the hub rejects."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    return json.dumps(value)
-
-
-def field_value(document: Any, path: str) -> Any:
-    """Return the value at a dotted field path of parsed JSON, or None where the path is missing."""
-    value = document
-    for part in path.split("."):
-        if isinstance(value, dict):
-            value = value.get(part)
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        else:
-            return None
-    return value

@@ -263,13 +263,117 @@ class FileSource(Model):
         return self
 
 
+EPOCH_FORMATS = ("epoch", "epoch_ms")
+
+
+class PayloadDevice(Model):
+    """A device id read from a JSON field of each item, with ``map`` from the sender's names to device ids.
+
+    A name that is not in ``map`` is used as the device id as it is.
+    """
+
+    path: str = Field(min_length=1)
+    map: dict[str, str] = {}
+
+
+class PayloadTimestamp(Model):
+    """The event time of an item: its JSON field and the way to read it.
+
+    ``format`` is ``iso`` (ISO 8601), ``epoch`` (seconds), ``epoch_ms`` (milliseconds) or
+    strptime syntax such as ``%d/%m/%Y %H:%M``. ``timezone`` reads times without an offset, and
+    without it they are read in the source's or the hub's time zone.
+    """
+
+    path: str = Field(min_length=1)
+    format: str = "iso"
+    timezone: TimeZone | None = None
+
+    @model_validator(mode="after")
+    def _check_format(self) -> PayloadTimestamp:
+        known = self.format == "iso" or self.format in EPOCH_FORMATS
+        if not known and "%" not in self.format:
+            raise config_error(
+                "timestamp_format",
+                "invalid timestamp format {input}: use iso, epoch, epoch_ms or strptime syntax such as %d/%m/%Y %H:%M",
+                input=repr(self.format),
+            )
+        if self.format in EPOCH_FORMATS and self.timezone is not None:
+            raise config_error(
+                "timezone_with_epoch",
+                "epoch times are always UTC, so timezone does not apply to format {format}: remove timezone",
+                format=self.format,
+            )
+        return self
+
+
+class PayloadMapping(Model):
+    """The mapping from a webhook source's own JSON payload to readings. Every path is a dotted JSON field path.
+
+    ``readings`` is the list of items inside the payload, and without it the payload is one item.
+    Each item gives one reading for ``metric`` (its value at ``value``), or one reading per entry
+    of ``metrics`` (value path -> metric name). ``scale`` multiplies a metric's numbers, and
+    ``decimal: ","`` reads numbers sent as text with a decimal comma.
+    """
+
+    readings: str | None = None
+    device: Identifier | PayloadDevice
+    metric: str | None = None
+    value: str | None = None
+    metrics: dict[str, str] = {}
+    timestamp: PayloadTimestamp | None = None
+    id: str | None = None
+    scale: dict[str, float] = {}
+    decimal: Literal[".", ","] = "."
+
+    @model_validator(mode="after")
+    def _check_metrics(self) -> PayloadMapping:
+        if (self.metric is None) == (not self.metrics):
+            raise config_error("mapping_metric_choice", "set exactly one of metric or metrics")
+        if self.metric is not None and self.value is None:
+            raise config_error(
+                "mapping_value_missing", "metric needs value: the JSON field path of the value, e.g. data.level"
+            )
+        if self.metrics and self.value is not None:
+            raise config_error(
+                "mapping_value_with_metrics", "metrics already names the JSON field of each value: remove value"
+            )
+        mapped = {self.metric} if self.metric is not None else set(self.metrics.values())
+        for metric, factor in self.scale.items():
+            if metric not in mapped:
+                raise config_error(
+                    "mapping_scale_metric",
+                    "scale names metric {metric}, which this mapping does not read: use one of {metrics}",
+                    metric=metric,
+                    metrics=", ".join(sorted(mapped)),
+                )
+            if factor == 0:
+                raise config_error(
+                    "mapping_scale_zero",
+                    "scale for {metric} is 0, so every value would be 0: use the factor from the sender's unit, "
+                    "e.g. 0.1 for mm to cm",
+                    metric=metric,
+                )
+        return self
+
+    def metric_paths(self) -> list[tuple[str, str]]:
+        """List each (value path, metric name) that one item gives a reading for."""
+        if self.metric is not None:
+            assert self.value is not None
+            return [(self.value, self.metric)]
+        return list(self.metrics.items())
+
+
 class HttpSource(Model):
-    """A sender that posts readings to ``POST /api/v1/readings``."""
+    """A sender that posts readings to ``POST /api/v1/readings``.
+
+    With ``mapping`` it may also post its own JSON format to ``POST /api/v1/webhooks/<id>``.
+    """
 
     id: Identifier
     type: Literal["http"]
     auth: HttpAuth
     timezone: TimeZone | None = None
+    mapping: PayloadMapping | None = None
 
 
 class SimulatedSource(Model):

@@ -205,6 +205,37 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "MQTT sends a password only with a username: set username",
         "id": "MQTT hanya mengirim password bersama username: isi username",
     },
+    "timestamp_format": {
+        "en": "invalid timestamp format {input}: use iso, epoch, epoch_ms or strptime syntax such as %d/%m/%Y %H:%M",
+        "id": "format timestamp {input} tidak valid: gunakan iso, epoch, epoch_ms, atau pola strptime "
+        "seperti %d/%m/%Y %H:%M",
+    },
+    "timezone_with_epoch": {
+        "en": "epoch times are always UTC, so timezone does not apply to format {format}: remove timezone",
+        "id": "waktu epoch selalu dalam UTC, jadi timezone tidak berlaku untuk format {format}: hapus timezone",
+    },
+    "mapping_metric_choice": {
+        "en": "set exactly one of metric or metrics",
+        "id": "isi tepat satu: metric atau metrics",
+    },
+    "mapping_value_missing": {
+        "en": "metric needs value: the JSON field path of the value, e.g. data.level",
+        "id": "metric memerlukan value, yaitu jalur field JSON tempat nilainya, misalnya data.level",
+    },
+    "mapping_value_with_metrics": {
+        "en": "metrics already names the JSON field of each value: remove value",
+        "id": "metrics sudah menyebut field JSON untuk setiap nilai: hapus value",
+    },
+    "mapping_scale_metric": {
+        "en": "scale names metric {metric}, which this mapping does not read: use one of {metrics}",
+        "id": "scale menyebut metrik {metric}, padahal mapping ini tidak membacanya: pakai salah satu dari {metrics}",
+    },
+    "mapping_scale_zero": {
+        "en": "scale for {metric} is 0, so every value would be 0: use the factor from the sender's unit, "
+        "e.g. 0.1 for mm to cm",
+        "id": "scale untuk {metric} bernilai 0, sehingga semua nilai menjadi 0: isi faktor konversi dari satuan "
+        "pengirim, misalnya 0.1 untuk mm ke cm",
+    },
     "wide_file_columns": {
         "en": "a wide file needs columns, one per device and metric",
         "id": "berkas dengan layout wide memerlukan columns, satu untuk setiap perangkat dan metrik",

@@ -34,9 +34,11 @@ from rules.config import (
     Config,
     Device,
     FileSource,
+    HttpSource,
     Kind,
     Metric,
     MqttSource,
+    PayloadMapping,
     Rule,
     Settings,
     SimulatedSource,
@@ -570,6 +572,8 @@ class _References:
                 self._check_file_source(path, source, by_id)
             elif isinstance(source, MqttSource):
                 self._check_mqtt_source(path, source, by_id)
+            elif isinstance(source, HttpSource) and source.mapping is not None:
+                self._check_mapping((*path, "mapping"), source.mapping, by_id)
             if not self.problems.has_problem_within(path):
                 kept.append(source)
         return kept
@@ -654,6 +658,24 @@ class _References:
                 self._check_metric((*topic_path, "metric"), topic.metric, kind_name)
             for field_path, metric in topic.metrics.items():
                 self._check_metric((*topic_path, "metrics", field_path), metric, kind_name)
+
+    def _check_mapping(self, path: KeyPath, mapping: PayloadMapping, by_id: dict[str, Device]) -> None:
+        """Check the devices that a webhook mapping names, and the metrics of a literal device.
+
+        A device read from the payload is known only when a request arrives, so the hub rejects
+        unknown ones then, as ``unknown_device`` readings.
+        """
+        if not isinstance(mapping.device, str):
+            for name, device_id in mapping.device.map.items():
+                self._refer((*path, "device", "map", name), "device", device_id, set(by_id))
+            return
+        if not self._refer((*path, "device"), "device", mapping.device, set(by_id)):
+            return
+        kind_name = by_id[mapping.device].kind
+        if mapping.metric is not None:
+            self._check_metric((*path, "metric"), mapping.metric, kind_name)
+        for field_path, metric in mapping.metrics.items():
+            self._check_metric((*path, "metrics", field_path), metric, kind_name)
 
     def _check_metric(self, path: KeyPath, metric: str, kind_name: str) -> Metric | None:
         kind = self.kinds[kind_name]
