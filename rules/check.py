@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
+from pydantic import BaseModel
+
+from rules.config import SecretRef
 from rules.i18n import DEFAULT_LANGUAGE, translate
 from rules.loader import load_config
 
@@ -14,8 +19,10 @@ def run_check(config_path: str | Path, lang: str | None = None, out: TextIO | No
     """Print the problems of the config at ``config_path`` and return 1, or a summary and return 0.
 
     Each problem takes one line, ``FILE:LINE key.path: message``, in line order, and a last
-    line counts them. Messages are in ``lang`` (``id`` or ``en``), else in the config's
-    ``simpul.language``, else in Indonesian. Output goes to ``out``, standard output by default.
+    line counts them. A valid config whose ``${NAME}`` secrets are not set in the environment
+    still returns 0, with one warning line per missing variable. Messages are in ``lang``
+    (``id`` or ``en``), else in the config's ``simpul.language``, else in Indonesian. Output
+    goes to ``out``, standard output by default.
     """
     stream = out if out is not None else sys.stdout
     loaded = load_config(config_path)
@@ -38,4 +45,22 @@ def run_check(config_path: str | Path, lang: str | None = None, out: TextIO | No
         rules=len(config.rules),
     )
     print(summary, file=stream)
+    for path, reference in secret_references(config):
+        if not os.environ.get(reference.env):
+            print(translate("check.secret_unset", language, file=file, path=path, name=reference.env), file=stream)
     return 0
+
+
+def secret_references(value: Any, path: str = "") -> Iterator[tuple[str, SecretRef]]:
+    """Yield every ``${NAME}`` reference in the config with its key path, such as ``sources[0].auth.token``."""
+    if isinstance(value, SecretRef):
+        yield path, value
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from secret_references(getattr(value, name), f"{path}.{name}" if path else name)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from secret_references(item, f"{path}[{index}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from secret_references(item, f"{path}.{key}" if path else str(key))

@@ -393,6 +393,12 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "{file}: no problems found. Agencies: {agencies}, devices: {devices}, rules: {rules}.",
         "id": "{file}: tidak ada masalah. Instansi: {agencies}, perangkat: {devices}, aturan: {rules}.",
     },
+    "check.secret_unset": {
+        "en": "{file}: warning: {path} refers to the environment variable {name}, which is not set; "
+        "set it before starting the hub, or the hub cannot use this part of the config",
+        "id": "{file}: peringatan: {path} memakai variabel lingkungan {name}, yang belum diisi; "
+        "isi variabel itu sebelum menjalankan hub, karena tanpa itu hub tidak bisa memakai bagian ini",
+    },
     "check.failed": {
         "en": "{file}: {count} problem(s) found. Fix them and run the check again.",
         "id": "{file}: ditemukan {count} masalah. Perbaiki lalu jalankan pemeriksaan lagi.",

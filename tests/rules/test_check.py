@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from rules.check import run_check
 from rules.loader import load_config
@@ -43,21 +46,40 @@ def write_config(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_repository_config_passes() -> None:
+def test_repository_config_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIMPUL_GATEWAY_TOKEN", "check-test-token")
     code, lines = run(EXAMPLE_CONFIG, lang="en")
 
     assert code == 0
     assert lines == [f"{EXAMPLE_CONFIG}: no problems found. Agencies: 3, devices: 12, rules: 8."]
 
 
-def test_repository_config_summary_in_indonesian() -> None:
+def test_repository_config_summary_in_indonesian(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIMPUL_GATEWAY_TOKEN", "check-test-token")
     code, lines = run(EXAMPLE_CONFIG)
 
     assert code == 0
     assert lines == [f"{EXAMPLE_CONFIG}: tidak ada masalah. Instansi: 3, perangkat: 12, aturan: 8."]
 
 
-def test_repository_config_webhook_example_passes_when_uncommented(tmp_path: Path) -> None:
+def test_unset_secret_is_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SIMPUL_GATEWAY_TOKEN", raising=False)
+    code, lines = run(EXAMPLE_CONFIG, lang="en")
+
+    assert code == 0
+    assert lines[1] == (
+        f"{EXAMPLE_CONFIG}: warning: sources[0].auth.token refers to the environment variable "
+        "SIMPUL_GATEWAY_TOKEN, which is not set; set it before starting the hub, or the hub cannot "
+        "use this part of the config"
+    )
+    assert len(lines) == 2
+
+
+def test_repository_config_webhook_example_passes_when_uncommented(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SIMPUL_GATEWAY_TOKEN", "check-test-token")
+    monkeypatch.setenv("SIMPUL_POSKO_WEBHOOK_SECRET", "check-test-secret")
     text = EXAMPLE_CONFIG.read_text(encoding="utf-8")
     uncommented = (
         text.replace("# webhooks:\n", "webhooks:\n")
@@ -130,9 +152,16 @@ def test_missing_config_file(tmp_path: Path) -> None:
 def test_hub_check_command(tmp_path: Path) -> None:
     broken = write_config(tmp_path, BROKEN)
     command = [sys.executable, "hub.py", "check"]
+    environment = dict(os.environ, SIMPUL_GATEWAY_TOKEN="check-test-token")
 
     passed = subprocess.run(
-        [*command, "--lang", "en"], cwd=REPOSITORY, capture_output=True, text=True, timeout=120, check=False
+        [*command, "--lang", "en"],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=environment,
     )
     failed = subprocess.run(
         [*command, "--config", str(broken), "--lang", "id"],
