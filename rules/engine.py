@@ -13,7 +13,8 @@ Notes on the semantics, referred to below by number:
 4. Cooldown: an instance that would fire before ``last_fired_at + cooldown`` stays pending and
    fires when the cooldown ends, if its condition still holds then.
 5. Flapping: an instance that fired ``flapping.fires`` times within ``flapping.window`` is
-   flapping; its firings still open alerts, but the pipeline holds its other actions.
+   flapping; its firings still open alerts, but the pipeline holds its other actions. Once it
+   has not fired for a whole window it is stable again, and the pipeline releases what it held.
    A duration that ends outside the rule's schedule does not fire: the trigger includes the
    schedule, so the instance returns to idle.
 6. Offline rules have no probe: the deadline is the last valid reading plus ``offline``, and
@@ -96,7 +97,16 @@ class Resolution:
     value: float | str | None
 
 
-Effect = Firing | Resolution
+@dataclass(slots=True, frozen=True)
+class Settled:
+    """A flapping instance that has not fired for a whole flapping window (note 5)."""
+
+    instance: Instance
+    rule: CompiledRule
+    at: datetime
+
+
+Effect = Firing | Resolution | Settled
 
 
 class Engine:
@@ -123,6 +133,7 @@ class Engine:
         self._deadlines: list[tuple[datetime, int, tuple[str, str]]] = []
         self._sequence = 0
         self._rules_by_id = {rule.id: rule for rule in self.rules}
+        self._flapping: set[tuple[str, str]] = set()
         self._build_indexes()
 
     # --- set-up ------------------------------------------------------------------------------
@@ -156,6 +167,8 @@ class Engine:
             current.open_alert_id = old.open_alert_id
             current.fire_times = list(old.fire_times)
             current.flapping = old.flapping
+            if old.flapping:
+                self._flapping.add((old.rule_id, old.device_id))
             current.last_value = old.last_value
             self._rearm(current)
         return stale
@@ -218,6 +231,22 @@ class Engine:
                 continue
             instance.deadline = None
             self._on_deadline(self._rules_by_id[instance.rule_id], instance, at)
+        self._settle(now)
+
+    def _settle(self, now: datetime) -> None:
+        for key in list(self._flapping):
+            instance = self.instances.get(key)
+            if instance is None or not instance.flapping:
+                self._flapping.discard(key)
+                continue
+            rule = self._rules_by_id[instance.rule_id]
+            stable_at = instance.last_fired_at + rule.rule.flapping.window if instance.last_fired_at else now
+            if stable_at > now:
+                continue
+            instance.flapping = False
+            self._flapping.discard(key)
+            self.dirty.add(key)
+            self.effects.append(Settled(instance, rule, stable_at))
 
     def _on_deadline(self, rule: CompiledRule, instance: Instance, at: datetime) -> None:
         if rule.offline_after is not None:
@@ -361,6 +390,10 @@ class Engine:
         window = rule.rule.flapping.window
         instance.fire_times = [t for t in instance.fire_times if t > at - window] + [at]
         instance.flapping = len(instance.fire_times) >= rule.rule.flapping.fires
+        if instance.flapping:
+            self._flapping.add((instance.rule_id, instance.device_id))
+        else:
+            self._flapping.discard((instance.rule_id, instance.device_id))
         instance.state = FIRING
         instance.since = at
         instance.fired_at = at

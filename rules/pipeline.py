@@ -20,9 +20,10 @@ from sqlalchemy import Connection
 from sqlalchemy import Engine as DbEngine
 from sqlmodel import Session
 
+from rules.compile import CompiledRule
 from rules.config import Config, Device
 from rules.durable import DurableMatcher
-from rules.engine import Engine, Firing, NormalReading
+from rules.engine import Engine, Firing, NormalReading, Settled
 from rules.normalize import Normalizer, Rejection
 from rules.readings import RawReading, ReadingResult
 from rules.store import ops
@@ -251,11 +252,15 @@ class Pipeline:
         runs: list[dict[str, Any]] = []
         jobs: list[tuple[dict[str, Any], dict[str, Any]]] = []
         to_resolve: list[tuple[int, datetime, str]] = []
+        settled: list[Settled] = []
         for effect in effects:
             if isinstance(effect, Firing):
                 alert_id = next(alert_ids)
                 effect.instance.open_alert_id = alert_id
                 self._on_firing(effect, draft_by_firing[id(effect)], alert_id, now, runs, jobs)
+                continue
+            if isinstance(effect, Settled):
+                settled.append(effect)
                 continue
             # The engine may have produced this resolution before the firing's alert had an id;
             # effects are applied in order, so the instance carries it by now.
@@ -269,7 +274,57 @@ class Pipeline:
             run["target"] = f"dispatch_job:{job_id}"
         ops.add_action_runs(session=session, rows=runs)
         self._resolve(session, to_resolve)
+        for effect in settled:
+            self._release_held(session, effect, now)
         ops.save_instances(session=session, instances=self.engine.take_dirty(), now=now)
+
+    def _release_held(self, session: Connection, settled: Settled, now: datetime) -> None:
+        """Run what a flapping instance held, now that it is stable.
+
+        Runs of alerts that are still open (or acknowledged) run now: webhooks go back to the
+        outbox, dispatch jobs and log lines are made here. Runs of alerts that were resolved in
+        the meantime are skipped, since their notification no longer applies.
+        """
+        rule = settled.rule
+        device = self.engine.devices[settled.instance.device_id]
+        updates: list[dict[str, Any]] = []
+        jobs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        for held in ops.held_runs(session=session, rule_id=rule.id, device_id=device.id):
+            update: dict[str, Any] = {
+                "run_id": held.id,
+                "status": ops.RUN_SKIPPED,
+                "target": held.target,
+                "attempts": 0,
+                "next_attempt_at": None,
+                "finished_at": now,
+            }
+            updates.append(update)
+            if held.alert_status == ops.ALERT_RESOLVED:
+                continue
+            action = rule.rule.then[held.action_index]
+            fields = self._fields(rule, device, held.alert_value, rule.metric, held.opened_at)
+            if action.webhook is not None:
+                update.update(status=ops.RUN_PENDING, next_attempt_at=now, finished_at=None)
+            elif action.dispatch is not None:
+                update.update(status=ops.RUN_SUCCEEDED, attempts=1)
+                job = self._job_row(rule, device, action.dispatch, fields, held.alert_id, settled.at, now)
+                jobs.append((job, update))
+            elif action.log is not None:
+                update.update(status=ops.RUN_SUCCEEDED, attempts=1)
+                text = render(action.log.message, fields)
+                logger.info("rule %s device %s log action (released after flapping): %s", rule.id, device.id, text)
+
+        job_ids = ops.add_dispatch_jobs(session=session, rows=[job for job, _update in jobs])
+        for (_job, update), job_id in zip(jobs, job_ids, strict=True):
+            update["target"] = f"dispatch_job:{job_id}"
+        ops.update_runs(session=session, rows=updates)
+        logger.info(
+            "rule %s device %s is stable again since %s: %d held runs released or skipped",
+            rule.id,
+            device.id,
+            settled.at.isoformat(),
+            len(updates),
+        )
 
     def _draft_alert(self, firing: Firing) -> _AlertDraft:
         rule = firing.rule.rule
@@ -339,7 +394,8 @@ class Pipeline:
                 run["payload"] = {"message": text}
                 logger.info("rule %s device %s log action: %s", rule.id, firing.device.id, text)
             elif action.dispatch is not None:
-                jobs.append((self._job_row(firing, action.dispatch, draft.fields, alert_id, now), run))
+                job = self._job_row(firing.rule, firing.device, action.dispatch, draft.fields, alert_id, firing.at, now)
+                jobs.append((job, run))
             elif action.webhook is not None:
                 run["target"] = action.webhook.target
                 run["payload"] = _webhook_body(firing, alert_id, draft.message, draft.fields, action.webhook.message)
@@ -369,37 +425,48 @@ class Pipeline:
         return ops.RUN_PENDING
 
     def _job_row(
-        self, firing: Firing, spec: Any, fields: dict[str, Any], alert_id: int, now: datetime
+        self,
+        rule: CompiledRule,
+        device: Device,
+        spec: Any,
+        fields: dict[str, Any],
+        alert_id: int,
+        start: datetime,
+        now: datetime,
     ) -> dict[str, Any]:
-        location = firing.device.location
+        """Build a dispatch job due ``spec.due`` after ``start`` (the firing, or the release)."""
+        location = device.location
         return {
             "action_run_id": None,
             "alert_id": alert_id,
-            "agency_id": self.teams.get(spec.team, firing.rule.rule.agency),
+            "agency_id": self.teams.get(spec.team, rule.rule.agency),
             "team_id": spec.team,
-            "device_id": firing.device.id,
+            "device_id": device.id,
             "title": render(spec.title, fields),
             "lat": location.lat if location else None,
             "lon": location.lon if location else None,
             "status": "new",
             "assignee": None,
-            "due_at": firing.at + spec.due,
+            "due_at": start + spec.due,
             "created_at": now,
             "updated_at": now,
         }
 
     def _template_fields(self, firing: Firing) -> dict[str, Any]:
-        device = firing.device
-        rule = firing.rule
+        return self._fields(firing.rule, firing.device, firing.value, firing.metric, firing.at)
+
+    def _fields(
+        self, rule: CompiledRule, device: Device, value: object, metric: str | None, at: datetime
+    ) -> dict[str, Any]:
         metric_unit = None
         kind = self.config.kinds.get(device.kind)
-        if kind is not None and firing.metric is not None and firing.metric in kind.metrics:
-            metric_unit = kind.metrics[firing.metric].unit
-        local = firing.at.astimezone(_zone_info(rule.zone))
+        if kind is not None and metric is not None and metric in kind.metrics:
+            metric_unit = kind.metrics[metric].unit
+        local = at.astimezone(_zone_info(rule.zone))
         return {
-            "value": firing.value if firing.value is not None else "-",
+            "value": value if value is not None else "-",
             "unit": metric_unit or "",
-            "metric": firing.metric or "",
+            "metric": metric or "",
             "ts": local.strftime("%Y-%m-%d %H:%M %Z"),
             "device": _device_fields(device),
             "rule": {"id": rule.rule.id, "name": rule.rule.name, "severity": rule.rule.severity},

@@ -345,6 +345,46 @@ def list_dispatch_jobs(*, engine: Engine, status: str | None = None, limit: int 
         return list(session.execute(query).scalars())
 
 
+def held_runs(*, session: Session | Connection, rule_id: str, device_id: str) -> list[Any]:
+    """Return the held runs of one instance with their alert's status, value and opening time."""
+    runs = ActionRun.__table__
+    alerts = Alert.__table__
+    query = (
+        select(
+            runs.c.id,
+            runs.c.alert_id,
+            runs.c.action_index,
+            runs.c.target,
+            alerts.c.status.label("alert_status"),
+            alerts.c.value.label("alert_value"),
+            alerts.c.opened_at,
+        )
+        .join(alerts, alerts.c.id == runs.c.alert_id)
+        .where(runs.c.status == RUN_HELD, runs.c.rule_id == rule_id, runs.c.device_id == device_id)
+        .order_by(runs.c.id)
+    )
+    return list(session.execute(query))
+
+
+def update_runs(*, session: Session | Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Set status, target, attempts and times of runs; each row names its ``run_id``."""
+    if not rows:
+        return
+    table = ActionRun.__table__
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("run_id"))
+        .values(
+            status=bindparam("status"),
+            target=bindparam("target"),
+            attempts=bindparam("attempts"),
+            next_attempt_at=bindparam("next_attempt_at"),
+            finished_at=bindparam("finished_at"),
+        )
+    )
+    session.execute(statement, list(rows))
+
+
 def add_action_runs(*, session: Session | Connection, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
         session.execute(_insert_statement(ActionRun.__table__), list(rows))

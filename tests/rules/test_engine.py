@@ -795,6 +795,29 @@ def test_flapping_holds_log_runs(make_pipeline: PipelineFactory, db: DbEngine) -
     assert [run.status for run in logs] == ["succeeded", "succeeded", "held", "held"]
 
 
+def test_stable_instance_releases_held_runs(make_pipeline: PipelineFactory, db: DbEngine) -> None:
+    pipeline = make_pipeline(with_rules(FLAPPING_RULE))
+
+    # The last firing (30) stays open; at 95 the instance has not fired for a whole hour.
+    feed_each(pipeline, "manggarai", "level", [*FLAPPING_STEPS, (95, 910)])
+
+    runs = [(run.alert_id, run.type, run.status) for run in fetch_action_runs(db) if run.alert_id in (3, 4)]
+    assert runs == [
+        (3, "alert", "succeeded"),
+        (3, "webhook", "skipped"),
+        (3, "dispatch", "skipped"),
+        (3, "log", "skipped"),
+        (4, "alert", "succeeded"),
+        (4, "webhook", "pending"),
+        (4, "dispatch", "succeeded"),
+        (4, "log", "succeeded"),
+    ]
+    jobs = fetch_dispatch_jobs(db)
+    assert [job.alert_id for job in jobs] == [1, 2, 4]
+    assert jobs[-1].due_at == at(90) + timedelta(hours=4)
+    assert [row.flapping for row in fetch_instances(db)] == [False]
+
+
 def test_flapping_ends_when_window_passes(make_pipeline: PipelineFactory, db: DbEngine) -> None:
     pipeline = make_pipeline(with_rules(FLAPPING_RULE))
 
