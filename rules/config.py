@@ -90,7 +90,7 @@ class Model(BaseModel):
 
 
 class SecretRef(Model):
-    """An environment variable that holds a secret, written in YAML as ``${NAME}``."""
+    """Reference to the environment variable that contains a secret, written in YAML as ``${NAME}``."""
 
     env: str
 
@@ -183,7 +183,7 @@ class Device(Model):
 
 
 class HttpAuth(Model):
-    """How a sender authenticates: a bearer token, or an HMAC-SHA256 signature of the body."""
+    """Sender authentication: a bearer token, or an HMAC-SHA256 signature of the body."""
 
     token: SecretRef | None = None
     hmac_secret: SecretRef | None = None
@@ -197,7 +197,7 @@ class HttpAuth(Model):
 
 
 class Timestamp(Model):
-    """Where a file row's event time is and how to read it; ``format`` is strptime syntax or ``iso``."""
+    """Location and format of a file row's event time; ``format`` is strptime syntax or ``iso``."""
 
     column: str | None = None
     date_column: str | None = None
@@ -224,7 +224,7 @@ class DeviceColumn(Model):
 
 
 class MetricColumn(Model):
-    """A column that holds one metric; ``scale`` multiplies each value (e.g. 0.1 for mm to cm)."""
+    """A column that contains one metric; ``scale`` multiplies each value (e.g. 0.1 for mm to cm)."""
 
     column: str
     metric: str
@@ -596,7 +596,7 @@ class Comparison(Model):
 
 
 class Selector(Model):
-    """Which devices a rule applies to: one device, or every device of a kind, tag or agency."""
+    """Device selector of a rule: one device, or every device of a kind, tag or agency."""
 
     device: str | None = None
     kind: str | None = None
