@@ -1,12 +1,14 @@
 # Two entry points: `make run` starts the hub with the example config and its simulated feed,
 # `make test` runs the test suite. Both create .venv with Python 3.11 and install the pinned
-# requirements first.
+# requirements first. `make test` also installs the pinned Node-RED into flows/node_modules when
+# node and npm are on PATH; without them the Node-RED tests are skipped.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+FLOWS_STAMP := flows/node_modules/.installed
 
-.PHONY: run test install check bench
+.PHONY: run test install flows-install check bench
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,13 +18,24 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP)
 
+$(FLOWS_STAMP): flows/package.json flows/package-lock.json
+	npm ci --prefix flows --no-audit --no-fund
+	touch $(FLOWS_STAMP)
+
+flows-install:
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory $(FLOWS_STAMP); \
+	else \
+		echo "node or npm not found: Node-RED is not installed and its tests will be skipped"; \
+	fi
+
 run: $(STAMP)
 	$(BIN)/python hub.py run --config config.yaml
 
 check: $(STAMP)
 	$(BIN)/python hub.py check --config config.yaml
 
-test: $(STAMP)
+test: $(STAMP) flows-install
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -4,6 +4,7 @@ python hub.py run     [--config PATH] [--db URL] [--host H] [--port N] [--no-sim
 python hub.py check   [--config PATH] [--lang id|en]
 python hub.py replay  FILE [--config PATH] [--db URL] [--source ID] [--json] [--send-actions]
 python hub.py alerts  list|ack|resolve ...
+python hub.py flows   diff|deploy [--folder flows]
 """
 
 from __future__ import annotations
@@ -150,6 +151,38 @@ def command_run(args: argparse.Namespace) -> int:
     )
 
 
+def command_flows(args: argparse.Namespace) -> int:
+    from integrations.node_red import FlowFileError, NodeRedClient, NodeRedError, NodeRedSettings, diff, load_flow_files
+
+    folder = Path(args.folder)
+    try:
+        wanted = load_flow_files(folder)
+    except FlowFileError as error:
+        print(f"error: the flow files in {folder} are invalid, nothing was sent to Node-RED:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+
+    settings = NodeRedSettings.from_env()
+    try:
+        with NodeRedClient(settings) as client:
+            current, rev = client.get_flows()
+            changes = diff(current, wanted)
+            for line in changes.lines():
+                print(line)
+            if changes.is_empty:
+                print(f"Node-RED at {settings.display_url} already runs the flows in {folder} (rev {rev})")
+                return 0
+            if args.action == "diff":
+                return 0
+            new_rev = client.deploy(wanted)
+    except NodeRedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"deployed {len(wanted)} nodes from {folder} to Node-RED at {settings.display_url} (rev {new_rev})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hub.py", description="Simpul rules and workflow hub")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
@@ -192,6 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
         step.add_argument("--by", help="your name, for the audit log")
         step.add_argument("--note", help="a note stored with the alert")
     alerts.set_defaults(handler=command_alerts)
+
+    flows = commands.add_parser(
+        "flows",
+        help="compare or deploy the Node-RED flow files (admin URL and login from SIMPUL_NODE_RED_* variables)",
+    )
+    flow_actions = flows.add_subparsers(dest="action", required=True)
+    flow_help = {
+        "diff": "list the nodes that a deployment would add (+), remove (-) or change (~)",
+        "deploy": "replace every flow Node-RED runs with the flow files; does nothing when they match",
+    }
+    for name, text in flow_help.items():
+        step = flow_actions.add_parser(name, help=text)
+        step.add_argument("--folder", default="flows", help="folder with the *.json flow files (default: flows)")
+    flows.set_defaults(handler=command_flows)
 
     jobs = commands.add_parser("jobs", help="list dispatch jobs, newest first")
     jobs.add_argument("--config", default=DEFAULT_CONFIG)

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from integrations.base import Stop
 from integrations.http_api import create_app
 from integrations.mqtt import MqttFeed
+from integrations.node_red import NodeRedExecutor, NodeRedSettings
 from integrations.simulated import SimulatedFeed
 from integrations.webhook_out import WebhookExecutor
 from rules.config import Config, MqttSource, SimulatedSource
@@ -43,7 +44,8 @@ def run_hub(
     ingestor = Ingestor(pipeline)
     ingestor.start()
     webhooks = WebhookExecutor({target.id: target for target in config.webhooks})
-    worker = OutboxWorker(db, {"webhook": webhooks})
+    node_red = NodeRedExecutor(NodeRedSettings.from_env())
+    worker = OutboxWorker(db, {"webhook": webhooks, "node_red": node_red})
     worker.start()
 
     feeds: list[SimulatedFeed | MqttFeed] = []
@@ -81,7 +83,7 @@ def run_hub(
     try:
         uvicorn.run(app, host=bind_host, port=bind_port, log_level="warning")
     finally:
-        _stop_all([*stops, worker.stop, webhooks.close, ingestor.stop, db.dispose])
+        _stop_all([*stops, worker.stop, webhooks.close, node_red.close, ingestor.stop, db.dispose])
         logger.info("Simpul hub stopped")
     return 0
 

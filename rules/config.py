@@ -23,6 +23,7 @@ from rules.durations import parse_duration
 ENV_REFERENCE = re.compile(r"^\$\{([A-Z_][A-Z0-9_]*)\}$")
 ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+ACTION_TYPES = ("alert", "dispatch", "webhook", "node_red", "log")
 
 
 def config_error(code: str, english: str, **params: Any) -> PydanticCustomError:
@@ -711,34 +712,58 @@ class WebhookAction(Model):
     message: str | None = None
 
 
+class NodeRedAction(Model):
+    """A POST of the firing to an http-in endpoint of a flow in Node-RED, at ``SIMPUL_NODE_RED_URL`` plus ``path``.
+
+    NOTE: ``flow`` names the flow file without ``.json`` for readers, and nothing checks it yet.
+    """
+
+    flow: Identifier
+    path: str
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        if not value.startswith("/") or value.startswith("//"):
+            raise config_error(
+                "invalid_node_red_path",
+                "invalid path {input}: use the URL path of the flow's http-in node, e.g. /simpul/alert",
+                input=repr(value),
+            )
+        return value
+
+
 class LogAction(Model):
     message: str
 
 
 class Action(Model):
-    """One entry of ``then``: exactly one of alert, dispatch, webhook or log."""
+    """One entry of ``then``: exactly one of alert, dispatch, webhook, node_red or log."""
 
     alert: AlertAction | None = None
     dispatch: DispatchAction | None = None
     webhook: WebhookAction | None = None
+    node_red: NodeRedAction | None = None
     log: LogAction | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Action:
-        given = [name for name in ("alert", "dispatch", "webhook", "log") if getattr(self, name) is not None]
+        given = [name for name in ACTION_TYPES if getattr(self, name) is not None]
         if len(given) != 1:
-            raise config_error("action_count", "each action names exactly one of alert, dispatch, webhook or log")
+            raise config_error(
+                "action_count", "each action names exactly one of alert, dispatch, webhook, node_red or log"
+            )
         return self
 
     @property
     def type(self) -> str:
-        for name in ("alert", "dispatch", "webhook", "log"):
+        for name in ACTION_TYPES:
             if getattr(self, name) is not None:
                 return name
         raise AssertionError("validated action has no type")
 
     @property
-    def spec(self) -> AlertAction | DispatchAction | WebhookAction | LogAction:
+    def spec(self) -> AlertAction | DispatchAction | WebhookAction | NodeRedAction | LogAction:
         return getattr(self, self.type)  # type: ignore[no-any-return]
 
 

@@ -240,6 +240,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "a wide file needs columns, one per device and metric",
         "id": "berkas dengan layout wide memerlukan columns, satu untuk setiap perangkat dan metrik",
     },
+    "invalid_node_red_path": {
+        "en": "invalid path {input}: use the URL path of the flow's http-in node, e.g. /simpul/alert",
+        "id": "path {input} tidak valid: isi dengan path URL node http-in di flow itu, misalnya /simpul/alert",
+    },
     "invalid_url": {
         "en": "invalid url {input}: it must start with http:// or https://",
         "id": "url {input} tidak valid: harus diawali http:// atau https://",
@@ -287,8 +291,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "id": "jam {input} tidak valid: tulis JJ:MM, misalnya 06:00",
     },
     "action_count": {
-        "en": "each action names exactly one of alert, dispatch, webhook or log",
-        "id": "setiap aksi harus berisi tepat satu dari alert, dispatch, webhook atau log",
+        "en": "each action names exactly one of alert, dispatch, webhook, node_red or log",
+        "id": "setiap aksi harus berisi tepat satu dari alert, dispatch, webhook, node_red atau log",
     },
     # --- whole-config checks in rules.validate -----------------------------------------------
     "duplicate_id": {

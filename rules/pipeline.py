@@ -21,7 +21,7 @@ from sqlalchemy import Engine as DbEngine
 from sqlmodel import Session
 
 from rules.compile import CompiledRule
-from rules.config import Config, Device
+from rules.config import Action, Config, Device
 from rules.durable import DurableMatcher
 from rules.engine import Engine, Firing, NormalReading, Settled
 from rules.normalize import Normalizer, Rejection
@@ -303,7 +303,7 @@ class Pipeline:
                 continue
             action = rule.rule.then[held.action_index]
             fields = self._fields(rule, device, held.alert_value, rule.metric, held.opened_at)
-            if action.webhook is not None:
+            if action.webhook is not None or action.node_red is not None:
                 update.update(status=ops.RUN_PENDING, next_attempt_at=now, finished_at=None)
             elif action.dispatch is not None:
                 update.update(status=ops.RUN_SUCCEEDED, attempts=1)
@@ -386,9 +386,12 @@ class Pipeline:
             if action.alert is not None:
                 run["target"] = f"alert:{alert_id}"
             elif firing.flapping:
-                # NOTE: held runs stay held; nothing releases them once the instance is stable.
+                # Released (or skipped) when the instance is stable again; see _release_held.
                 run.update(status=ops.RUN_HELD, attempts=0, finished_at=None)
-                run["target"] = action.webhook.target if action.webhook is not None else None
+                run["target"] = _remote_target(action)
+                if action.webhook is not None or action.node_red is not None:
+                    template = action.webhook.message if action.webhook is not None else None
+                    run["payload"] = _webhook_body(firing, alert_id, draft.message, draft.fields, template)
             elif action.log is not None:
                 text = render(action.log.message, draft.fields)
                 run["payload"] = {"message": text}
@@ -396,9 +399,10 @@ class Pipeline:
             elif action.dispatch is not None:
                 job = self._job_row(firing.rule, firing.device, action.dispatch, draft.fields, alert_id, firing.at, now)
                 jobs.append((job, run))
-            elif action.webhook is not None:
-                run["target"] = action.webhook.target
-                run["payload"] = _webhook_body(firing, alert_id, draft.message, draft.fields, action.webhook.message)
+            elif action.webhook is not None or action.node_red is not None:
+                template = action.webhook.message if action.webhook is not None else None
+                run["target"] = _remote_target(action)
+                run["payload"] = _webhook_body(firing, alert_id, draft.message, draft.fields, template)
                 run["status"] = self._remote_status(firing)
                 run["attempts"] = 0
                 run["finished_at"] = None
@@ -489,6 +493,15 @@ def _device_fields(device: Device) -> dict[str, Any]:
         "attributes": dict(device.attributes),
         "location": {"lat": location.lat, "lon": location.lon} if location else {},
     }
+
+
+def _remote_target(action: Action) -> str | None:
+    """Return the run target of an action that the outbox sends: a webhook target id or a Node-RED path."""
+    if action.webhook is not None:
+        return action.webhook.target
+    if action.node_red is not None:
+        return action.node_red.path
+    return None
 
 
 def _webhook_body(

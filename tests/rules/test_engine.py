@@ -812,6 +812,9 @@ def test_stable_instance_releases_held_runs(make_pipeline: PipelineFactory, db: 
         (4, "dispatch", "succeeded"),
         (4, "log", "succeeded"),
     ]
+    released = next(run for run in fetch_action_runs(db) if run.alert_id == 4 and run.type == "webhook")
+    assert released.payload["alert_id"] == 4
+    assert released.payload["value"] == 900.0
     jobs = fetch_dispatch_jobs(db)
     assert [job.alert_id for job in jobs] == [1, 2, 4]
     assert jobs[-1].due_at == at(90) + timedelta(hours=4)
