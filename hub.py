@@ -240,6 +240,18 @@ def build_parser() -> argparse.ArgumentParser:
         step.add_argument("--folder", default="flows", help="folder with the *.json flow files (default: flows)")
     flows.set_defaults(handler=command_flows)
 
+    runs = commands.add_parser("runs", help="list action runs, or retry a dead one")
+    runs.add_argument("--config", default=DEFAULT_CONFIG)
+    runs.add_argument("--db", help="database URL (default: from the config)")
+    run_actions = runs.add_subparsers(dest="action", required=True)
+    run_listing = run_actions.add_parser("list", help="list action runs, newest first")
+    run_listing.add_argument("--status", choices=("pending", "succeeded", "failed", "dead", "held", "skipped"))
+    run_listing.add_argument("--limit", type=int, default=50)
+    retry = run_actions.add_parser("retry", help="send a dead run again")
+    retry.add_argument("id", type=int, help="action run id")
+    retry.add_argument("--by", help="your name, for the audit log")
+    runs.set_defaults(handler=command_runs)
+
     jobs = commands.add_parser("jobs", help="list dispatch jobs, newest first")
     jobs.add_argument("--config", default=DEFAULT_CONFIG)
     jobs.add_argument("--db", help="database URL (default: from the config)")
@@ -247,6 +259,35 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--limit", type=int, default=50)
     jobs.set_defaults(handler=command_jobs)
     return parser
+
+
+def command_runs(args: argparse.Namespace) -> int:
+    from rules.store import ops
+    from rules.store.db import connect
+
+    config = _load(args.config)
+    db = connect(_database_url(config.simpul.database, args.db))
+    try:
+        if args.action == "list":
+            print(f"{'id':>6}  {'status':<10} {'type':<10} {'attempts':>8}  rule @ device -> target: last error")
+            for run in ops.list_action_runs(engine=db, status=args.status, limit=args.limit):
+                print(
+                    f"{run.id:>6}  {run.status:<10} {run.type:<10} {run.attempts:>8}  "
+                    f"{run.rule_id} @ {run.device_id} -> {run.target or '-'}: {run.last_error or ''}"
+                )
+            return 0
+        if not args.by:
+            print("error: say who you are with --by NAME; the audit log records it", file=sys.stderr)
+            return 2
+        try:
+            ops.retry_dead_run(engine=db, run_id=args.id, by=args.by)
+        except (LookupError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        print(f"action run {args.id} is pending again")
+        return 0
+    finally:
+        db.dispose()
 
 
 def command_jobs(args: argparse.Namespace) -> int:
@@ -268,8 +309,6 @@ def command_jobs(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Exit quietly when the output pipe closes early, e.g. `hub.py alerts list | head`.
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -282,4 +321,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # Exit quietly when the output pipe closes early, e.g. `hub.py alerts list | head`.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     sys.exit(main())

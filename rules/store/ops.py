@@ -399,6 +399,14 @@ def add_dispatch_jobs(*, session: Session | Connection, rows: Sequence[dict[str,
     return _insert_returning_ids(session, DispatchJob.__table__, rows)
 
 
+def list_action_runs(*, engine: Engine, status: str | None = None, limit: int = 100) -> list[ActionRun]:
+    query = select(ActionRun).order_by(ActionRun.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(ActionRun.status == status)
+    with Session(engine) as session:
+        return list(session.execute(query).scalars())
+
+
 def retry_dead_run(*, engine: Engine, run_id: int, by: str) -> None:
     """Put a dead run back in the queue by hand, and audit it."""
     with Session(engine) as session:
@@ -410,6 +418,8 @@ def retry_dead_run(*, engine: Engine, run_id: int, by: str) -> None:
         now = utc_now()
         run.status = RUN_PENDING
         run.next_attempt_at = now
+        # A fresh round of attempts; the last error stays until the next attempt replaces it.
+        run.attempts = 0
         session.add(run)
         session.add(AuditEntry(at=now, actor=by, action="action_run_retried", target=f"action_run:{run_id}", detail={}))
         session.commit()
