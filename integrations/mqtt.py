@@ -37,6 +37,9 @@ Skipped retained messages are counted as ``retained_skipped`` in ``health()``.
 NOTE: the session is clean and paho acknowledges QoS 1 messages on receipt, before the hub has
 committed them, so messages in flight when the hub stops are lost. A persistent session with
 manual acknowledgement after the commit would close that gap.
+
+``MqttCommandExecutor`` carries out ``command`` action runs for the outbox worker: it publishes
+the run's message to an actuator's topic through its own client, separate from the feed's.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any
@@ -56,9 +59,11 @@ from paho.mqtt.reasoncodes import ReasonCode
 from integrations.base import Emit, Stop
 from integrations.json_paths import field_value, timestamp_value
 from rules.config import Config, MqttSource, MqttTopic
+from rules.errors import PermanentActionError, RetryableActionError
 from rules.ingest import IngestorStopped
 from rules.readings import RawReading, ReadingResult
-from rules.secrets import resolve_secret
+from rules.secrets import MissingSecret, resolve_secret
+from rules.store.models import ActionRun
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +71,8 @@ MIN_RECONNECT_DELAY = 1
 MAX_RECONNECT_DELAY = 60
 # An unreadable topic is logged on its first message and then once per this many messages.
 WARN_EVERY = 100
+COMMAND_MAX_ATTEMPTS = 6
+COMMAND_RUN_FIELDS = ("via", "topic", "payload", "qos", "retain")
 
 
 class UnreadableMessage(ValueError):
@@ -292,3 +299,186 @@ class MqttFeed:
         self._unreadable_by_topic[name] = count
         if count == 1 or count % WARN_EVERY == 0:
             logger.warning("mqtt source %s: unreadable message on %s (%d so far): %s", self.id, name, count, reason)
+
+
+# --- commands to actuators ---------------------------------------------------------------------
+
+
+class _BrokerConnection:
+    """One paho client that publishes commands to the broker of an mqtt source.
+
+    paho connects on its network thread and reconnects by itself after a lost connection.
+    ``attempt_ended`` is set once the first connection attempt has succeeded or failed, so a
+    run against a broker that is down fails at once instead of waiting for the timeout.
+    """
+
+    def __init__(self, source: MqttSource) -> None:
+        self.source = source
+        self.connected = threading.Event()
+        self.attempt_ended = threading.Event()
+        self.last_error: str | None = None
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311, clean_session=True)
+        if source.username is not None:
+            password = resolve_secret(source.password) if source.password is not None else None
+            self.client.username_pw_set(source.username, password)
+        self.client.reconnect_delay_set(MIN_RECONNECT_DELAY, MAX_RECONNECT_DELAY)
+        self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_disconnect = self._on_disconnect
+
+    def open(self) -> None:
+        self.client.connect_async(self.source.host, self.source.port, self.source.keepalive)
+        self.client.loop_start()
+        logger.info(
+            "mqtt source %s: command client connecting to %s:%d", self.source.id, self.source.host, self.source.port
+        )
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.connected.clear()
+
+    def wait_connected(self, timeout_seconds: float) -> bool:
+        if self.connected.is_set():
+            return True
+        self.attempt_ended.wait(timeout_seconds)
+        return self.connected.is_set()
+
+    def _on_connect(
+        self,
+        _client: mqtt.Client,
+        _userdata: Any,
+        _flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        _properties: Any,
+    ) -> None:
+        if reason_code.is_failure:
+            self.last_error = f"the broker refused the connection: {reason_code}"
+            logger.warning("mqtt source %s: command client: %s", self.source.id, self.last_error)
+        else:
+            self.last_error = None
+            self.connected.set()
+            logger.info("mqtt source %s: command client connected", self.source.id)
+        self.attempt_ended.set()
+
+    def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
+        first_failure = self.last_error is None
+        self.last_error = f"cannot connect to {self.source.host}:{self.source.port}"
+        if first_failure:
+            logger.warning("mqtt source %s: command client: %s; retrying", self.source.id, self.last_error)
+        self.attempt_ended.set()
+
+    def _on_disconnect(
+        self,
+        _client: mqtt.Client,
+        _userdata: Any,
+        _flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        _properties: Any,
+    ) -> None:
+        self.connected.clear()
+        if reason_code != 0:
+            self.last_error = f"connection lost: {reason_code}"
+            logger.warning("mqtt source %s: command client: %s; reconnecting", self.source.id, self.last_error)
+
+
+class MqttCommandExecutor:
+    """Publishes ``command`` action runs to actuators, through the broker of the mqtt source
+    that the run's ``via`` names.
+
+    Each source gets its own client, connected on the first run for it. A run succeeds once
+    the broker has acknowledged the message (QoS 1 and 2) or the message has been written to
+    the socket (QoS 0). Delivery is at least once: when the acknowledgement is lost, the outbox
+    retries and the actuator receives the command again.
+    """
+
+    def __init__(
+        self,
+        sources: Iterable[MqttSource],
+        *,
+        connect_timeout_seconds: float = 5.0,
+        publish_timeout_seconds: float = 10.0,
+        max_attempts: int = COMMAND_MAX_ATTEMPTS,
+    ) -> None:
+        self.sources = {source.id: source for source in sources}
+        self.connect_timeout_seconds = connect_timeout_seconds
+        self.publish_timeout_seconds = publish_timeout_seconds
+        self._max_attempts = max_attempts
+        self._connections: dict[str, _BrokerConnection] = {}
+        self._lock = threading.Lock()
+
+    def max_attempts(self, run: ActionRun) -> int:
+        return self._max_attempts
+
+    def health(self) -> dict[str, Any]:
+        with self._lock:
+            connections = dict(self._connections)
+        return {
+            source_id: {"connected": connection.connected.is_set(), "last_error": connection.last_error}
+            for source_id, connection in connections.items()
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            connections = list(self._connections.values())
+            self._connections.clear()
+        for connection in connections:
+            connection.close()
+
+    def run(self, run: ActionRun) -> None:
+        """Publish the run's message once and wait for the broker to acknowledge it.
+
+        Raises RetryableActionError when the broker cannot be reached or the publish times out.
+        Raises PermanentActionError for a payload without the message fields, an unknown
+        source or a missing password secret.
+        """
+        missing = [name for name in COMMAND_RUN_FIELDS if name not in run.payload]
+        if missing:
+            raise PermanentActionError(f"command run {run.id} has no {', '.join(missing)} in its payload")
+        source_id = str(run.payload["via"])
+        topic = str(run.payload["topic"])
+        where = f"mqtt source {source_id}, topic {topic}"
+        connection = self._connection(source_id)
+
+        if not connection.wait_connected(self.connect_timeout_seconds):
+            reason = connection.last_error or f"not connected within {self.connect_timeout_seconds:g} s"
+            raise RetryableActionError(f"{where}: {reason}")
+
+        info = connection.client.publish(
+            topic,
+            str(run.payload["payload"]).encode("utf-8"),
+            qos=int(run.payload["qos"]),
+            retain=bool(run.payload["retain"]),
+        )
+        try:
+            info.wait_for_publish(self.publish_timeout_seconds)
+        except (ValueError, RuntimeError) as error:
+            self._drop(source_id, connection)
+            raise RetryableActionError(f"{where}: publish failed: {error}") from error
+        if not info.is_published():
+            self._drop(source_id, connection)
+            raise RetryableActionError(f"{where}: publish timed out after {self.publish_timeout_seconds:g} s")
+
+    def _connection(self, source_id: str) -> _BrokerConnection:
+        with self._lock:
+            connection = self._connections.get(source_id)
+            if connection is not None:
+                return connection
+            source = self.sources.get(source_id)
+            if source is None:
+                raise PermanentActionError(f"mqtt source {source_id} is not in the config, so it cannot send commands")
+            try:
+                connection = _BrokerConnection(source)
+            except MissingSecret as error:
+                raise PermanentActionError(f"mqtt source {source_id}: {error}") from error
+            connection.open()
+            self._connections[source_id] = connection
+            return connection
+
+    def _drop(self, source_id: str, connection: _BrokerConnection) -> None:
+        """Close a client after a failed publish, so that paho cannot send its queued copy later
+        and the outbox retry stays the only resend."""
+        with self._lock:
+            if self._connections.get(source_id) is connection:
+                del self._connections[source_id]
+        connection.close()

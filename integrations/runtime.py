@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 from integrations.base import Stop
 from integrations.http_api import create_app
-from integrations.mqtt import MqttFeed
+from integrations.mqtt import MqttCommandExecutor, MqttFeed
 from integrations.node_red import NodeRedExecutor, NodeRedSettings
 from integrations.simulated import SimulatedFeed
 from integrations.webhook_out import WebhookExecutor
@@ -45,7 +45,10 @@ def run_hub(
     ingestor.start()
     webhooks = WebhookExecutor({target.id: target for target in config.webhooks})
     node_red = NodeRedExecutor(NodeRedSettings.from_env())
-    worker = OutboxWorker(db, {"webhook": webhooks, "node_red": node_red})
+    # NOTE: a reload (SIGHUP) does not update the sources of this executor, so commands through an
+    # mqtt source added by the reload fail as dead runs until the hub restarts.
+    commands = MqttCommandExecutor(source for source in config.sources if isinstance(source, MqttSource))
+    worker = OutboxWorker(db, {"webhook": webhooks, "node_red": node_red, "command": commands})
     worker.start()
 
     feeds: list[SimulatedFeed | MqttFeed] = []
@@ -70,6 +73,7 @@ def run_hub(
             "rules": len(pipeline.engine.rules),
             "instances": len(pipeline.engine.instances),
             "outbox": worker.health(),
+            "commands": commands.health(),
             "sources": {feed.id: feed.health() for feed in feeds},
         }
 
@@ -83,7 +87,7 @@ def run_hub(
     try:
         uvicorn.run(app, host=bind_host, port=bind_port, log_level="warning")
     finally:
-        _stop_all([*stops, worker.stop, webhooks.close, node_red.close, ingestor.stop, db.dispose])
+        _stop_all([*stops, worker.stop, webhooks.close, node_red.close, commands.close, ingestor.stop, db.dispose])
         logger.info("Simpul hub stopped")
     return 0
 

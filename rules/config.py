@@ -23,7 +23,7 @@ from rules.durations import parse_duration
 ENV_REFERENCE = re.compile(r"^\$\{([A-Z_][A-Z0-9_]*)\}$")
 ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-ACTION_TYPES = ("alert", "dispatch", "webhook", "node_red", "log")
+ACTION_TYPES = ("alert", "dispatch", "webhook", "node_red", "command", "log")
 
 
 def config_error(code: str, english: str, **params: Any) -> PydanticCustomError:
@@ -166,8 +166,46 @@ class Location(Model):
     address: str | None = None
 
 
+def _to_payload_text(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise config_error(
+            "command_payload_boolean",
+            'YAML reads a bare ON, OFF, yes or no as true or false: put the payload in quotes, e.g. "ON"',
+        )
+    return value
+
+
+PayloadText = Annotated[str, BeforeValidator(_to_payload_text)]
+
+
+class DeviceCommands(Model):
+    """Command settings of an actuator: the MQTT topic that commands are published to on the
+    broker of source ``via``, and the payload text of each command name.
+
+    ``topic`` and the payloads are message templates, in which ``device`` is the commanded
+    device and the other fields (value, rule, ...) come from the firing.
+    """
+
+    via: Identifier
+    topic: str = Field(min_length=1)
+    payloads: dict[str, PayloadText] = Field(min_length=1)
+    qos: Literal[0, 1, 2] = 1
+    retain: bool = False
+
+    @field_validator("topic")
+    @classmethod
+    def _check_topic(cls, value: str) -> str:
+        if "+" in value or "#" in value:
+            raise config_error(
+                "command_topic_wildcard",
+                "invalid topic {input}: a topic to publish to has no + or # wildcards, e.g. pompa/{device.id}/set",
+                input=repr(value),
+            )
+        return value
+
+
 class Device(Model):
-    """A registered sensor or actuator."""
+    """A registered sensor or actuator; ``commands`` is set on actuators that rules may command."""
 
     id: Identifier
     name: str
@@ -178,6 +216,7 @@ class Device(Model):
     attributes: dict[str, float | int | str] = {}
     offline_after: Duration | None = None
     enabled: bool = True
+    commands: DeviceCommands | None = None
 
 
 # --- sources -----------------------------------------------------------------------------------
@@ -733,17 +772,25 @@ class NodeRedAction(Model):
         return value
 
 
+class CommandAction(Model):
+    """A command published to an actuator: ``action`` names one of the payloads in the device's ``commands``."""
+
+    device: Identifier
+    action: str
+
+
 class LogAction(Model):
     message: str
 
 
 class Action(Model):
-    """One entry of ``then``: exactly one of alert, dispatch, webhook, node_red or log."""
+    """One entry of ``then``: exactly one of alert, dispatch, webhook, node_red, command or log."""
 
     alert: AlertAction | None = None
     dispatch: DispatchAction | None = None
     webhook: WebhookAction | None = None
     node_red: NodeRedAction | None = None
+    command: CommandAction | None = None
     log: LogAction | None = None
 
     @model_validator(mode="after")
@@ -751,7 +798,7 @@ class Action(Model):
         given = [name for name in ACTION_TYPES if getattr(self, name) is not None]
         if len(given) != 1:
             raise config_error(
-                "action_count", "each action names exactly one of alert, dispatch, webhook, node_red or log"
+                "action_count", "each action names exactly one of alert, dispatch, webhook, node_red, command or log"
             )
         return self
 
@@ -763,7 +810,7 @@ class Action(Model):
         raise AssertionError("validated action has no type")
 
     @property
-    def spec(self) -> AlertAction | DispatchAction | WebhookAction | NodeRedAction | LogAction:
+    def spec(self) -> AlertAction | DispatchAction | WebhookAction | NodeRedAction | CommandAction | LogAction:
         return getattr(self, self.type)  # type: ignore[no-any-return]
 
 

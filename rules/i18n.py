@@ -291,8 +291,18 @@ MESSAGES: dict[str, dict[str, str]] = {
         "id": "jam {input} tidak valid: tulis JJ:MM, misalnya 06:00",
     },
     "action_count": {
-        "en": "each action names exactly one of alert, dispatch, webhook, node_red or log",
-        "id": "setiap aksi harus berisi tepat satu dari alert, dispatch, webhook, node_red atau log",
+        "en": "each action names exactly one of alert, dispatch, webhook, node_red, command or log",
+        "id": "setiap aksi harus berisi tepat satu dari alert, dispatch, webhook, node_red, command atau log",
+    },
+    "command_payload_boolean": {
+        "en": 'YAML reads a bare ON, OFF, yes or no as true or false: put the payload in quotes, e.g. "ON"',
+        "id": "YAML membaca ON, OFF, yes atau no tanpa tanda kutip sebagai true atau false: "
+        'beri tanda kutip pada payload, misalnya "ON"',
+    },
+    "command_topic_wildcard": {
+        "en": "invalid topic {input}: a topic to publish to has no + or # wildcards, e.g. pompa/{{device.id}}/set",
+        "id": "topic {input} tidak valid: topic tujuan publish tidak boleh memakai wildcard + atau #, "
+        "misalnya pompa/{{device.id}}/set",
     },
     # --- whole-config checks in rules.validate -----------------------------------------------
     "duplicate_id": {
@@ -324,6 +334,27 @@ MESSAGES: dict[str, dict[str, str]] = {
     "unknown_webhook": {
         "en": "webhook target '{id}' is not defined under webhooks",
         "id": "target webhook '{id}' tidak ada di webhooks",
+    },
+    "unknown_command_source": {
+        "en": "source '{id}' is not defined under sources",
+        "id": "source '{id}' tidak ada di sources",
+    },
+    "command_source_not_mqtt": {
+        "en": "source '{id}' is a {type} source, but commands are published through an mqtt source",
+        "id": "source '{id}' bertipe {type}, padahal perintah hanya dapat dikirim lewat source bertipe mqtt",
+    },
+    "device_without_commands": {
+        "en": "device '{id}' has no commands: add commands with via, topic and payloads to the device",
+        "id": "perangkat '{id}' tidak punya commands: tambahkan commands berisi via, topic dan payloads "
+        "pada perangkat itu",
+    },
+    "skipped_commands": {
+        "en": "the commands of device '{id}' have errors of their own, so this action is skipped too",
+        "id": "commands pada perangkat '{id}' salah, jadi aksi ini juga dilewati",
+    },
+    "unknown_command": {
+        "en": "device '{device}' has no command '{command}' (its commands: {commands})",
+        "id": "perangkat '{device}' tidak punya perintah '{command}' (perintah yang ada: {commands})",
     },
     "unknown_tag": {
         "en": "no device has the tag '{tag}'",
@@ -426,6 +457,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "thing.device": {"en": "device", "id": "perangkat"},
     "thing.team": {"en": "team", "id": "tim"},
     "thing.webhook": {"en": "webhook target", "id": "target webhook"},
+    "thing.source": {"en": "source", "id": "source"},
 }
 
 

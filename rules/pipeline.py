@@ -21,7 +21,7 @@ from sqlalchemy import Engine as DbEngine
 from sqlmodel import Session
 
 from rules.compile import CompiledRule
-from rules.config import Action, Config, Device
+from rules.config import Action, CommandAction, Config, Device
 from rules.durable import DurableMatcher
 from rules.engine import Engine, Firing, NormalReading, Settled
 from rules.normalize import Normalizer, Rejection
@@ -303,7 +303,7 @@ class Pipeline:
                 continue
             action = rule.rule.then[held.action_index]
             fields = self._fields(rule, device, held.alert_value, rule.metric, held.opened_at)
-            if action.webhook is not None or action.node_red is not None:
+            if action.webhook is not None or action.node_red is not None or action.command is not None:
                 update.update(status=ops.RUN_PENDING, next_attempt_at=now, finished_at=None)
             elif action.dispatch is not None:
                 update.update(status=ops.RUN_SUCCEEDED, attempts=1)
@@ -392,6 +392,8 @@ class Pipeline:
                 if action.webhook is not None or action.node_red is not None:
                     template = action.webhook.message if action.webhook is not None else None
                     run["payload"] = _webhook_body(firing, alert_id, draft.message, draft.fields, template)
+                elif action.command is not None:
+                    run["payload"] = self._command_payload(action.command, draft.fields)
             elif action.log is not None:
                 text = render(action.log.message, draft.fields)
                 run["payload"] = {"message": text}
@@ -403,6 +405,13 @@ class Pipeline:
                 template = action.webhook.message if action.webhook is not None else None
                 run["target"] = _remote_target(action)
                 run["payload"] = _webhook_body(firing, alert_id, draft.message, draft.fields, template)
+                run["status"] = self._remote_status(firing)
+                run["attempts"] = 0
+                run["finished_at"] = None
+                run["next_attempt_at"] = now
+            elif action.command is not None:
+                run["target"] = _remote_target(action)
+                run["payload"] = self._command_payload(action.command, draft.fields)
                 run["status"] = self._remote_status(firing)
                 run["attempts"] = 0
                 run["finished_at"] = None
@@ -420,6 +429,27 @@ class Pipeline:
             self.tally.resolved[rule_id] += 1
             logger.info("rule %s cleared at %s: alert %d resolved", rule_id, at.isoformat(), alert_id)
         ops.resolve_alerts(session=session, rows=rows, by="simpul", note="condition cleared")
+
+    def _command_payload(self, command: CommandAction, fields: dict[str, Any]) -> dict[str, Any]:
+        """Build the MQTT message of a command run from the commanded device's ``commands``.
+
+        The topic and payload templates see the firing's fields, with ``device`` set to the
+        commanded device. The config loader checks that the device, its commands and the
+        payload exist, so a missing one here is a bug.
+        """
+        device = self.engine.devices[command.device]
+        commands = device.commands
+        assert commands is not None, f"device {device.id} has no commands"
+        command_fields = {**fields, "device": _device_fields(device)}
+        return {
+            "via": commands.via,
+            "device": device.id,
+            "command": command.action,
+            "topic": render(commands.topic, command_fields),
+            "payload": render(commands.payloads[command.action], command_fields),
+            "qos": commands.qos,
+            "retain": commands.retain,
+        }
 
     def _remote_status(self, firing: Firing) -> str:
         if not self.send_actions:
@@ -496,11 +526,14 @@ def _device_fields(device: Device) -> dict[str, Any]:
 
 
 def _remote_target(action: Action) -> str | None:
-    """Return the run target of an action that the outbox sends: a webhook target id or a Node-RED path."""
+    """Return the run target of an action that the outbox sends: a webhook target id, a Node-RED
+    path or the id of the commanded device."""
     if action.webhook is not None:
         return action.webhook.target
     if action.node_red is not None:
         return action.node_red.path
+    if action.command is not None:
+        return action.command.device
     return None
 
 

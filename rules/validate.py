@@ -30,6 +30,7 @@ from rules.config import (
     ENV_REFERENCE,
     Agency,
     AttributeRef,
+    CommandAction,
     Comparison,
     Config,
     Device,
@@ -121,6 +122,7 @@ def validate_config(data: Any, problems: ProblemList) -> Config:
     agencies = checker.agencies(sections["agencies"])
     devices = checker.devices(sections["devices"], agencies)
     sources = checker.sources(sections["sources"], devices)
+    devices = checker.device_commands(sections["devices"], devices, sources)
     webhooks = checker.webhooks(sections["webhooks"])
     rules = checker.rules(sections["rules"], agencies, devices, webhooks)
 
@@ -530,6 +532,7 @@ class _References:
         self.raw_ids["kinds"] = {str(name): 0 for name in raw_kinds} if isinstance(raw_kinds, dict) else {}
         self.raw_ids["teams"] = _raw_team_ids(data.get("agencies"))
         self.raw_tags = _raw_tags(data.get("devices"))
+        self.invalid_commands: set[str] = set()
 
     # Sections are checked in the order that references point, so each check compares against
     # the items kept by the checks before it.
@@ -577,6 +580,33 @@ class _References:
             if not self.problems.has_problem_within(path):
                 kept.append(source)
         return kept
+
+    def device_commands(
+        self, entries: list[tuple[int, Device]], devices: list[Device], sources: list[Source]
+    ) -> list[Device]:
+        """Check each device's ``commands``; a device whose commands are invalid is kept without them.
+
+        This runs after the sources, because ``via`` names the mqtt source to publish through.
+        """
+        kept_ids = {device.id for device in devices}
+        index_of = {device.id: index for index, device in entries if device.id in kept_ids}
+        source_by_id = {source.id: source for source in sources}
+        checked = []
+        for device in devices:
+            commands = device.commands
+            if commands is None:
+                checked.append(device)
+                continue
+            path: KeyPath = ("devices", index_of[device.id], "commands")
+            self._check_via((*path, "via"), commands.via, source_by_id)
+            self._check_template((*path, "topic"), commands.topic)
+            for name, payload in commands.payloads.items():
+                self._check_template((*path, "payloads", name), payload)
+            if self.problems.has_problem_within(path):
+                self.invalid_commands.add(device.id)
+                device = device.model_copy(update={"commands": None})
+            checked.append(device)
+        return checked
 
     def webhooks(self, entries: list[tuple[int, WebhookTarget]]) -> list[WebhookTarget]:
         return [webhook for _, webhook in self._unique("webhooks", entries)]
@@ -724,10 +754,49 @@ class _References:
                 self._refer((*action_path, "team"), "team", action.dispatch.team, context.team_ids)
             if action.webhook is not None:
                 self._refer((*action_path, "target"), "webhook", action.webhook.target, context.webhook_ids)
+            if action.command is not None:
+                self._check_command(action_path, action.command, by_id)
             for key in ("message", "title"):
                 text = getattr(spec, key, None)
                 if isinstance(text, str):
                     self._check_template((*action_path, key), text)
+
+    def _check_command(self, path: KeyPath, command: CommandAction, by_id: dict[str, Device]) -> None:
+        """Check that the commanded device exists, has valid ``commands`` and a payload for the action."""
+        if not self._refer((*path, "device"), "device", command.device, set(by_id)):
+            return
+        commands = by_id[command.device].commands
+        if command.device in self.invalid_commands:
+            self.problems.add((*path, "device"), "skipped_commands", id=command.device)
+            return
+        if commands is None:
+            self.problems.add((*path, "device"), "device_without_commands", id=command.device)
+            return
+        if command.action in commands.payloads:
+            return
+        params: dict[str, Any] = {
+            "device": command.device,
+            "command": command.action,
+            "commands": sorted(commands.payloads),
+        }
+        suggestion = closest(command.action, commands.payloads)
+        if suggestion:
+            params["suggestion"] = suggestion
+        self.problems.add((*path, "action"), "unknown_command", **params)
+
+    def _check_via(self, path: KeyPath, source_id: str, source_by_id: dict[str, Source]) -> None:
+        source = source_by_id.get(source_id)
+        if source is None:
+            known = self.raw_ids["sources"]
+            if source_id in known:
+                self.problems.add(path, "skipped_reference", what="source", id=source_id)
+                return
+            suggestion = closest(source_id, known)
+            params: dict[str, Any] = {"id": source_id, **({"suggestion": suggestion} if suggestion else {})}
+            self.problems.add(path, "unknown_command_source", **params)
+            return
+        if not isinstance(source, MqttSource):
+            self.problems.add(path, "command_source_not_mqtt", id=source_id, type=source.type)
 
     def _select(self, path: KeyPath, rule: Rule, context: _RuleContext) -> list[Device]:
         when = rule.when
