@@ -32,11 +32,6 @@ from rules.templates import render
 
 logger = logging.getLogger(__name__)
 
-# Actions that only write to the store run inside the firing's transaction; the others wait in
-# the outbox for a worker.
-LOCAL_ACTIONS = frozenset({"alert", "dispatch", "log"})
-
-
 @dataclass(slots=True, frozen=True)
 class _AlertDraft:
     row: dict[str, Any]
