@@ -12,12 +12,13 @@ import uvicorn
 from sqlalchemy import Engine
 
 from integrations.base import Stop
+from integrations.home_assistant import HomeAssistantFeed
 from integrations.http_api import create_app
 from integrations.mqtt import MqttCommandExecutor, MqttFeed
 from integrations.node_red import NodeRedExecutor, NodeRedSettings
 from integrations.simulated import SimulatedFeed
 from integrations.webhook_out import WebhookExecutor
-from rules.config import Config, MqttSource, SimulatedSource
+from rules.config import Config, HomeAssistantSource, MqttSource, SimulatedSource
 from rules.ingest import Ingestor
 from rules.loader import load_config
 from rules.outbox import OutboxWorker
@@ -51,10 +52,10 @@ def run_hub(
     worker = OutboxWorker(db, {"webhook": webhooks, "node_red": node_red, "command": commands})
     worker.start()
 
-    feeds: list[SimulatedFeed | MqttFeed] = []
+    feeds: list[SimulatedFeed | MqttFeed | HomeAssistantFeed] = []
     stops: list[Stop] = []
     for source in config.sources:
-        feed: SimulatedFeed | MqttFeed
+        feed: SimulatedFeed | MqttFeed | HomeAssistantFeed
         if isinstance(source, SimulatedSource) and simulate:
             feed = SimulatedFeed(source, config)
         elif isinstance(source, MqttSource):
@@ -62,6 +63,12 @@ def run_hub(
                 feed = MqttFeed(source, config)
             except MissingSecret as error:
                 logger.error("mqtt source %s not started: %s", source.id, error)
+                continue
+        elif isinstance(source, HomeAssistantSource):
+            try:
+                feed = HomeAssistantFeed(source, config)
+            except MissingSecret as error:
+                logger.error("home_assistant source %s not started: %s", source.id, error)
                 continue
         else:
             continue

@@ -518,7 +518,74 @@ class MqttSource(Model):
         return self
 
 
-Source = Annotated[FileSource | HttpSource | MqttSource | SimulatedSource, Field(discriminator="type")]
+# Home Assistant entity ids are ``<domain>.<object_id>`` in lower case, e.g. ``sensor.tinggi_air``.
+ENTITY_ID = re.compile(r"^[a-z0-9_]+\.[a-z0-9_]+$")
+
+
+class HomeAssistantEntity(Model):
+    """One Home Assistant entity whose state becomes readings of a device metric.
+
+    The state is passed on as text: a numeric metric parses it (``"180.0"``), and an on/off
+    entity such as a ``binary_sensor`` maps to a state metric with ``states: [on, off]``.
+    """
+
+    entity_id: str
+    device: Identifier
+    metric: str
+
+    @field_validator("entity_id")
+    @classmethod
+    def _check_entity_id(cls, value: str) -> str:
+        if not ENTITY_ID.match(value):
+            raise config_error(
+                "home_assistant_entity_id",
+                "invalid entity id {input}: write it as domain.object_id, e.g. sensor.tinggi_air",
+                input=repr(value),
+            )
+        return value
+
+
+class HomeAssistantSource(Model):
+    """A Home Assistant instance whose entity state changes are read over its websocket API.
+
+    ``token`` is a long-lived access token, created under the user's profile in Home Assistant.
+    """
+
+    id: Identifier
+    type: Literal["home_assistant"]
+    url: str
+    token: SecretRef
+    entities: list[HomeAssistantEntity] = Field(min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("ws://", "wss://")):
+            raise config_error(
+                "home_assistant_url",
+                "invalid Home Assistant URL {input}: use the websocket API address, "
+                "e.g. ws://127.0.0.1:8123/api/websocket",
+                input=repr(value),
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_entities(self) -> HomeAssistantSource:
+        seen: set[str] = set()
+        for entity in self.entities:
+            if entity.entity_id in seen:
+                raise config_error(
+                    "home_assistant_duplicate_entity",
+                    "entity {entity_id} is listed twice: map each entity once",
+                    entity_id=entity.entity_id,
+                )
+            seen.add(entity.entity_id)
+        return self
+
+
+Source = Annotated[
+    FileSource | HomeAssistantSource | HttpSource | MqttSource | SimulatedSource, Field(discriminator="type")
+]
 
 
 class WebhookTarget(Model):

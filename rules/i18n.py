@@ -205,6 +205,20 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "MQTT sends a password only with a username: set username",
         "id": "MQTT hanya mengirim password bersama username: isi username",
     },
+    "home_assistant_entity_id": {
+        "en": "invalid entity id {input}: write it as domain.object_id, e.g. sensor.tinggi_air",
+        "id": "entity id {input} tidak valid: tulis dalam bentuk domain.object_id, misalnya sensor.tinggi_air",
+    },
+    "home_assistant_url": {
+        "en": "invalid Home Assistant URL {input}: use the websocket API address, "
+        "e.g. ws://127.0.0.1:8123/api/websocket",
+        "id": "URL Home Assistant {input} tidak valid: gunakan alamat API websocket, "
+        "misalnya ws://127.0.0.1:8123/api/websocket",
+    },
+    "home_assistant_duplicate_entity": {
+        "en": "entity {entity_id} is listed twice: map each entity once",
+        "id": "entity {entity_id} tercantum dua kali: petakan setiap entity satu kali saja",
+    },
     "timestamp_format": {
         "en": "invalid timestamp format {input}: use iso, epoch, epoch_ms or strptime syntax such as %d/%m/%Y %H:%M",
         "id": "format timestamp {input} tidak valid: gunakan iso, epoch, epoch_ms, atau pola strptime "

@@ -35,6 +35,7 @@ from rules.config import (
     Config,
     Device,
     FileSource,
+    HomeAssistantSource,
     HttpSource,
     Kind,
     Metric,
@@ -575,6 +576,8 @@ class _References:
                 self._check_file_source(path, source, by_id)
             elif isinstance(source, MqttSource):
                 self._check_mqtt_source(path, source, by_id)
+            elif isinstance(source, HomeAssistantSource):
+                self._check_home_assistant_source(path, source, by_id)
             elif isinstance(source, HttpSource) and source.mapping is not None:
                 self._check_mapping((*path, "mapping"), source.mapping, by_id)
             if not self.problems.has_problem_within(path):
@@ -688,6 +691,15 @@ class _References:
                 self._check_metric((*topic_path, "metric"), topic.metric, kind_name)
             for field_path, metric in topic.metrics.items():
                 self._check_metric((*topic_path, "metrics", field_path), metric, kind_name)
+
+    def _check_home_assistant_source(
+        self, path: KeyPath, source: HomeAssistantSource, by_id: dict[str, Device]
+    ) -> None:
+        """Check that every entity maps to a known device and a metric of that device's kind."""
+        for position, entity in enumerate(source.entities):
+            entity_path: KeyPath = (*path, "entities", position)
+            if self._refer((*entity_path, "device"), "device", entity.device, set(by_id)):
+                self._check_metric((*entity_path, "metric"), entity.metric, by_id[entity.device].kind)
 
     def _check_mapping(self, path: KeyPath, mapping: PayloadMapping, by_id: dict[str, Device]) -> None:
         """Check the devices that a webhook mapping names, and the metrics of a literal device.
