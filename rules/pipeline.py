@@ -32,6 +32,7 @@ from rules.templates import render
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(slots=True, frozen=True)
 class _AlertDraft:
     row: dict[str, Any]
