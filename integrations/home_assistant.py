@@ -20,16 +20,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from concurrent.futures import Future
 from typing import Any
 
 from hass_client import HomeAssistantClient
 from hass_client.exceptions import BaseHassClientError
 
-from integrations.base import Emit, Stop
+from integrations.base import Emit, ReadingSubmitter, Stop
 from rules.config import Config, HomeAssistantSource
-from rules.ingest import IngestorStopped
-from rules.readings import RawReading, ReadingResult
+from rules.readings import RawReading
 from rules.secrets import resolve_secret
 
 logger = logging.getLogger(__name__)
@@ -39,11 +37,13 @@ MAX_RECONNECT_DELAY = 60.0
 STOP_TIMEOUT_SECONDS = 10.0
 
 
-class HomeAssistantFeed:
+class HomeAssistantFeed(ReadingSubmitter):
     """Subscribes to state changes of a ``type: home_assistant`` source and emits their readings.
 
     Raises MissingSecret when the token's environment variable is not set.
     """
+
+    kind = "home_assistant"
 
     def __init__(self, source: HomeAssistantSource, config: Config) -> None:
         self.id = source.id
@@ -187,26 +187,3 @@ class HomeAssistantFeed:
         return RawReading(entity.device, entity.metric, state.get("state"), last_updated, reading_id)
 
     # --- handing readings to the hub ---
-
-    def _submit(self, readings: list[RawReading]) -> None:
-        if not readings:
-            return
-        assert self._emit is not None
-        try:
-            future = self._emit(self.id, readings)
-        except IngestorStopped:
-            logger.warning("home_assistant source %s: the hub is stopping; %d readings dropped", self.id, len(readings))
-            return
-        future.add_done_callback(self._count_results)
-
-    def _count_results(self, future: Future[list[ReadingResult]]) -> None:
-        if future.cancelled():
-            return
-        error = future.exception()
-        if error is not None:
-            self.last_error = f"the hub did not store readings: {error}"
-            logger.warning("home_assistant source %s: %s", self.id, self.last_error)
-            return
-        rejected = sum(1 for result in future.result() if result.outcome == "rejected")
-        with self._lock:
-            self.rejected += rejected

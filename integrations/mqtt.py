@@ -47,8 +47,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterable, Sequence
-from concurrent.futures import Future
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,12 +55,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from integrations.base import Emit, Stop
+from integrations.base import Emit, ReadingSubmitter, Stop
 from integrations.json_paths import field_value, timestamp_value
 from rules.config import Config, MqttSource, MqttTopic
 from rules.errors import PermanentActionError, RetryableActionError
-from rules.ingest import IngestorStopped
-from rules.readings import RawReading, ReadingResult
+from rules.readings import RawReading
 from rules.secrets import MissingSecret, resolve_secret
 from rules.store.models import ActionRun
 
@@ -79,8 +77,10 @@ class UnreadableMessage(ValueError):
     """Raised when a message cannot become a reading. The exception message gives the reason."""
 
 
-class MqttFeed:
+class MqttFeed(ReadingSubmitter):
     """Subscribes to the topics of a ``type: mqtt`` source and emits their readings."""
+
+    kind = "mqtt"
 
     def __init__(self, source: MqttSource, config: Config) -> None:
         self.id = source.id
@@ -271,27 +271,6 @@ class MqttFeed:
         return same_payload or (after_reconnect and stamped_on_arrival)
 
     # --- handing readings to the hub ---
-
-    def _submit(self, readings: Sequence[RawReading]) -> None:
-        assert self._emit is not None
-        try:
-            future = self._emit(self.id, readings)
-        except IngestorStopped:
-            logger.warning("mqtt source %s: the hub is stopping; %d readings dropped", self.id, len(readings))
-            return
-        future.add_done_callback(self._count_results)
-
-    def _count_results(self, future: Future[list[ReadingResult]]) -> None:
-        if future.cancelled():
-            return
-        error = future.exception()
-        if error is not None:
-            self.last_error = f"the hub did not store readings: {error}"
-            logger.warning("mqtt source %s: %s", self.id, self.last_error)
-            return
-        rejected = sum(1 for result in future.result() if result.outcome == "rejected")
-        with self._lock:
-            self.rejected += rejected
 
     def _count_unreadable(self, name: str, reason: str) -> None:
         self.unreadable += 1
