@@ -10,13 +10,16 @@ python hub.py flows   diff|deploy [--folder flows]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger("simpul")
 
@@ -43,6 +46,19 @@ def _database_url(config_url: str, override: str | None) -> str:
     from rules.secrets import resolve_env_references
 
     return resolve_env_references(override or os.environ.get("SIMPUL_DATABASE_URL") or config_url)
+
+
+@contextlib.contextmanager
+def _store(args: argparse.Namespace) -> Iterator[Any]:
+    """Open the store named by ``--db`` or the config, and close it afterwards."""
+    from rules.store.db import connect
+
+    config = _load(args.config)
+    db = connect(_database_url(config.simpul.database, args.db))
+    try:
+        yield db
+    finally:
+        db.dispose()
 
 
 def command_check(args: argparse.Namespace) -> int:
@@ -105,11 +121,8 @@ def _print_summary(summary: dict) -> None:  # type: ignore[type-arg]
 
 def command_alerts(args: argparse.Namespace) -> int:
     from rules.store import ops
-    from rules.store.db import connect
 
-    config = _load(args.config)
-    db = connect(_database_url(config.simpul.database, args.db))
-    try:
+    with _store(args) as db:
         if args.action == "list":
             print(f"{'id':>6}  {'status':<12} {'severity':<8} {'opened (UTC)':<18} rule @ device: message")
             for alert in ops.list_alerts(engine=db, status=args.status, limit=args.limit):
@@ -129,8 +142,6 @@ def command_alerts(args: argparse.Namespace) -> int:
             return 1
         print(f"alert {alert.id} is now {alert.status}")
         return 0
-    finally:
-        db.dispose()
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -263,11 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def command_runs(args: argparse.Namespace) -> int:
     from rules.store import ops
-    from rules.store.db import connect
 
-    config = _load(args.config)
-    db = connect(_database_url(config.simpul.database, args.db))
-    try:
+    with _store(args) as db:
         if args.action == "list":
             print(f"{'id':>6}  {'status':<10} {'type':<10} {'attempts':>8}  rule @ device -> target: last error")
             for run in ops.list_action_runs(engine=db, status=args.status, limit=args.limit):
@@ -286,17 +294,12 @@ def command_runs(args: argparse.Namespace) -> int:
             return 1
         print(f"action run {args.id} is pending again")
         return 0
-    finally:
-        db.dispose()
 
 
 def command_jobs(args: argparse.Namespace) -> int:
     from rules.store import ops
-    from rules.store.db import connect
 
-    config = _load(args.config)
-    db = connect(_database_url(config.simpul.database, args.db))
-    try:
+    with _store(args) as db:
         print(f"{'id':>6}  {'status':<12} {'team':<20} {'due (UTC)':<20}  device: title")
         for job in ops.list_dispatch_jobs(engine=db, status=args.status, limit=args.limit):
             print(
@@ -304,8 +307,6 @@ def command_jobs(args: argparse.Namespace) -> int:
                 f"{job.device_id or '-'}: {job.title}"
             )
         return 0
-    finally:
-        db.dispose()
 
 
 def main(argv: list[str] | None = None) -> int:
