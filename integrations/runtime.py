@@ -106,7 +106,7 @@ def _reload(pipeline: Pipeline, db: Engine, config_path: Path) -> None:
         for problem in loaded.problems:
             logger.error("%s", problem.format(loaded.config.simpul.language))
         logger.error(
-            "config reload refused: %s has %d problems; the hub keeps the running config",
+            "config reload rejected: %s has %d problems; the hub keeps the running config",
             config_path,
             len(loaded.problems),
         )

@@ -1,6 +1,6 @@
 """The only module that imports durable_rules.
 
-durable_rules evaluates every rule condition here. The rest of the hub sees one small interface:
+durable_rules evaluates every rule condition here. The rest of the hub uses one small interface:
 register a condition set, then ask whether one edge of it holds for one probe (a flat dict of
 the values a condition reads).
 

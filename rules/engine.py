@@ -11,7 +11,7 @@ Notes on the semantics, referred to below by number:
    time is evaluated. A deadline at t0 + for therefore fires at t0 + for even when no reading
    arrives then.
 4. Cooldown: an instance that would fire before ``last_fired_at + cooldown`` stays pending and
-   fires when the cooldown ends, if its condition still holds then.
+   fires when the cooldown ends, if its condition is still true then.
 5. Flapping: an instance that fired ``flapping.fires`` times within ``flapping.window`` is
    flapping; its firings still open alerts, but the pipeline holds its other actions. Once it
    has not fired for a whole window it is stable again, and the pipeline releases what it held.
@@ -340,7 +340,7 @@ class Engine:
     def _step(
         self, rule: CompiledRule, instance: Instance, probe: dict[str, Any], ts: datetime, value: float | str
     ) -> None:
-        """Probe the edge that leaves the instance's state, and take it if it holds (notes 1, 2)."""
+        """Probe the edge that leaves the instance's state, and take it if it is true (notes 1, 2)."""
         edge = _EDGE_BY_STATE[instance.state]
         signature = (edge, tuple(probe.items()))
         if instance.last_probe == signature:

@@ -56,7 +56,7 @@ class Pipeline:
 
     ``event_clock=True`` (replay) moves the clock to each reading's event time; otherwise the
     clock is the wall clock, moved by ``tick``. ``send_actions=False`` records outbox runs as
-    skipped instead of pending, so a replay of history calls nobody.
+    skipped instead of pending, so a replay of history calls no outside system.
     """
 
     def __init__(
@@ -258,8 +258,8 @@ class Pipeline:
             if isinstance(effect, Settled):
                 settled.append(effect)
                 continue
-            # The engine may have produced this resolution before the firing's alert had an id;
-            # effects are applied in order, so the instance carries it by now.
+            # The engine may have produced this resolution before the firing's alert had an id.
+            # Effects are applied in order, so the instance carries that id by now.
             alert_id = effect.alert_id if effect.alert_id is not None else effect.instance.open_alert_id
             effect.instance.open_alert_id = None
             if alert_id is not None:

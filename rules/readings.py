@@ -29,7 +29,7 @@ Outcome = Literal["accepted", "duplicate", "rejected"]
 
 @dataclass(slots=True, frozen=True)
 class ReadingResult:
-    """What happened to one submitted reading; ``reason`` is a stable code when rejected."""
+    """Outcome of one submitted reading; ``reason`` is a stable code when rejected."""
 
     outcome: Outcome
     reading_id: str | None = None

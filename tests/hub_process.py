@@ -23,7 +23,7 @@ def free_port() -> int:
 def start_hub(
     *, config_path: Path, db_url: str, port: int, log_path: Path, env: dict[str, str]
 ) -> subprocess.Popen[bytes]:
-    """Start the hub without its simulated feed and wait until its health endpoint answers."""
+    """Start the hub without its simulated feed and wait until its health endpoint returns 200."""
     command = [
         sys.executable,
         str(ROOT / "hub.py"),

@@ -1,6 +1,6 @@
 """Database connection and schema migrations.
 
-SQLite (WAL) is the embedded default; PostgreSQL is used when the URL says so. The schema is
+SQLite (WAL) is the embedded default; PostgreSQL is used for a ``postgresql://`` URL. The schema is
 created and upgraded by the Alembic migrations beside this file, never by ``create_all``.
 """
 

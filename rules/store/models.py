@@ -166,7 +166,7 @@ class DispatchJob(SQLModel, table=True):
 
 
 class AuditEntry(SQLModel, table=True):
-    """Who changed the config or acted on an alert or job, and when."""
+    """Audit record of a config change or an action on an alert, job or run: actor, action, time."""
 
     __tablename__ = "audit_entry"
 
