@@ -91,12 +91,19 @@ def run_hub(
     bind_host = host or config.simpul.host
     bind_port = port or config.simpul.port
     logger.info("Simpul hub listening on http://%s:%d (API docs at /docs)", bind_host, bind_port)
+    # uvicorn restores this handler when it shuts down and then raises the signal again; with
+    # the default handler SIGTERM would end the process before the workers below are stopped.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         uvicorn.run(app, host=bind_host, port=bind_port, log_level="warning")
     finally:
         _stop_all([*stops, worker.stop, webhooks.close, node_red.close, commands.close, ingestor.stop, db.dispose])
         logger.info("Simpul hub stopped")
     return 0
+
+
+def _exit_on_sigterm(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _reload(pipeline: Pipeline, db: Engine, config_path: Path) -> None:
