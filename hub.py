@@ -5,6 +5,8 @@ python hub.py check   [--config PATH] [--lang id|en]
 python hub.py replay  FILE [--config PATH] [--db URL] [--source ID] [--json] [--send-actions]
 python hub.py alerts  list|ack|resolve ...
 python hub.py flows   diff|deploy [--folder flows]
+python hub.py users   add|list|passwd|set ...
+python hub.py ui      [--config PATH] [--port N]
 """
 
 from __future__ import annotations
@@ -269,7 +271,37 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--status", choices=("new", "assigned", "in_progress", "done", "cancelled"))
     jobs.add_argument("--limit", type=int, default=50)
     jobs.set_defaults(handler=command_jobs)
+    _add_user_commands(commands)
     return parser
+
+
+def _add_user_commands(commands: Any) -> None:
+    users = commands.add_parser("users", help="manage the staff accounts of the pages")
+    users.add_argument("--config", default=DEFAULT_CONFIG)
+    users.add_argument("--db", help="database URL (default: from the config)")
+    actions = users.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="list the accounts")
+    role_help = "a role in an agency as AGENCY=ROLE (viewer, operator, editor, admin); * is every agency"
+    add = actions.add_parser("add", help="create an account; the password is asked for twice")
+    add.add_argument("username")
+    add.add_argument("--name", help="full name, shown in the pages and in git commits")
+    add.add_argument("--role", action="append", required=True, help=role_help)
+    add.add_argument("--password-env", help="read the password from this environment variable instead")
+    passwd = actions.add_parser("passwd", help="set a new password")
+    passwd.add_argument("username")
+    passwd.add_argument("--password-env", help="read the password from this environment variable instead")
+    change = actions.add_parser("set", help="replace an account's roles, or disable it")
+    change.add_argument("username")
+    change.add_argument("--role", action="append", required=True, help=role_help)
+    change.add_argument("--disable", action="store_true", help="block logging in with this account")
+    users.set_defaults(handler=command_users)
+
+    ui = commands.add_parser("ui", help="start the staff pages (Streamlit)")
+    ui.add_argument("--config", default=DEFAULT_CONFIG)
+    ui.add_argument("--db", help="database URL (default: from the config)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=8501, help="TCP port (default: 8501)")
+    ui.set_defaults(handler=command_ui)
 
 
 def command_runs(args: argparse.Namespace) -> int:
@@ -307,6 +339,99 @@ def command_jobs(args: argparse.Namespace) -> int:
                 f"{job.device_id or '-'}: {job.title}"
             )
         return 0
+
+
+def _read_password(variable: str | None) -> str | None:
+    """The new password from the environment variable ``variable``, or typed twice at a prompt."""
+    import getpass
+
+    if variable:
+        value = os.environ.get(variable)
+        if not value:
+            print(f"error: the environment variable {variable} is not set or empty", file=sys.stderr)
+            return None
+        return value
+    first = getpass.getpass("New password: ")
+    if getpass.getpass("Repeat the password: ") != first:
+        print("error: the two passwords differ; nothing was changed", file=sys.stderr)
+        return None
+    return first
+
+
+def _parse_roles(values: list[str]) -> dict[str, str] | None:
+    roles = {}
+    for value in values:
+        agency_id, separator, role = value.partition("=")
+        if not separator or not agency_id or not role:
+            print(f"error: --role {value!r} is not AGENCY=ROLE, e.g. --role dinas-sda=operator", file=sys.stderr)
+            return None
+        roles[agency_id.strip()] = role.strip()
+    return roles
+
+
+def command_users(args: argparse.Namespace) -> int:
+    from rules import users
+    from rules.i18n import translate
+    from rules.store.db import connect
+
+    config = _load(args.config)
+    agencies = [agency.id for agency in config.agencies]
+    actor = os.environ.get("USER") or "cli"
+    db = connect(_database_url(config.simpul.database, args.db))
+    try:
+        if args.action == "list":
+            print(f"{'username':<20} {'active':<7} {'name':<30} roles")
+            for user in users.list_users(engine=db):
+                roles = ", ".join(f"{agency}={role}" for agency, role in sorted(user.roles.items()))
+                print(f"{user.username:<20} {'yes' if user.active else 'no':<7} {user.full_name:<30} {roles}")
+            return 0
+
+        roles = _parse_roles(args.role or [])
+        if roles is None:
+            return 2
+        if args.action == "set":
+            staff = users.update_user(
+                engine=db, username=args.username, roles=roles, active=not args.disable, agencies=agencies, by=actor
+            )
+            print(f"account {staff.username} updated")
+            return 0
+
+        password = _read_password(args.password_env)
+        if password is None:
+            return 2
+        if args.action == "add":
+            users.create_user(
+                engine=db,
+                username=args.username,
+                full_name=args.name or args.username,
+                password=password,
+                roles=roles,
+                agencies=agencies,
+                by=actor,
+            )
+            print(f"account {args.username} created")
+        else:
+            users.set_password(engine=db, username=args.username, password=password, by=actor)
+            print(f"password of {args.username} changed")
+        return 0
+    except users.AccountError as error:
+        print(f"error: {translate(error.code, config.simpul.language, **error.params)}", file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
+
+
+def command_ui(args: argparse.Namespace) -> int:
+    """Run the staff pages with Streamlit in this process's place."""
+    environment = {**os.environ, "SIMPUL_CONFIG": str(Path(args.config).resolve())}
+    if args.db:
+        environment["SIMPUL_DATABASE_URL"] = args.db
+    app = Path(__file__).resolve().parent / "ui" / "app.py"
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host]
+    command += ["--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    logger.info("staff pages at http://%s:%d", args.host, args.port)
+    os.execve(sys.executable, command, environment)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -109,3 +109,52 @@ def test_alerts_ack_then_resolve(store: tuple[Path, str], capsys: pytest.Capture
     assert acknowledged == 0
     assert resolved == 0
     assert capsys.readouterr().out == "alert 1 is now acknowledged\nalert 1 is now resolved\n"
+
+
+def test_users_add_takes_the_password_from_the_environment(
+    store: tuple[Path, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rules import users
+
+    config_path, url = store
+    monkeypatch.setenv("SANDI_BARU", "sandi-operator-01")
+    common = ["users", "--config", str(config_path), "--db", url]
+
+    code = hub.main(
+        [*common, "add", "rina", "--name", "Rina", "--role", "dinas-sda=operator", "--password-env", "SANDI_BARU"]
+    )
+    assert code == 0
+    assert hub.main([*common, "list"]) == 0
+
+    assert "rina                 yes     Rina" in capsys.readouterr().out
+    db = connect(url)
+    member = users.authenticate(engine=db, username="rina", password="sandi-operator-01")
+    db.dispose()
+    assert member is not None
+    assert member.roles == {"dinas-sda": "operator"}
+
+
+def test_users_add_refuses_an_unknown_agency_in_the_config_language(
+    store: tuple[Path, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_path, url = store
+    monkeypatch.setenv("SANDI_BARU", "sandi-operator-01")
+
+    code = hub.main(
+        [
+            "users",
+            "--config",
+            str(config_path),
+            "--db",
+            url,
+            "add",
+            "rina",
+            "--role",
+            "dinas-pu=viewer",
+            "--password-env",
+            "SANDI_BARU",
+        ]
+    )
+
+    assert code == 1
+    assert "instansi dinas-pu tidak dikenal" in capsys.readouterr().err

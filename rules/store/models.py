@@ -176,3 +176,20 @@ class AuditEntry(SQLModel, table=True):
     action: str = Field(max_length=60)
     target: str | None = Field(default=None, max_length=200)
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class StaffUser(SQLModel, table=True):
+    """A staff member who logs in to the pages; ``roles`` maps agency ids (or ``*``) to a role.
+
+    Only an Argon2 hash of the password is kept.
+    """
+
+    __tablename__ = "staff_user"
+
+    username: str = Field(primary_key=True, max_length=60)
+    full_name: str = Field(max_length=200)
+    password_hash: str = Field(max_length=200)
+    roles: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    active: bool = True
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

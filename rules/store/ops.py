@@ -345,6 +345,49 @@ def list_dispatch_jobs(*, engine: Engine, status: str | None = None, limit: int 
         return list(session.execute(query).scalars())
 
 
+JOB_STATUSES = ("new", "assigned", "in_progress", "done", "cancelled")
+# The statuses a job may move to from each status; done and cancelled jobs are closed.
+JOB_NEXT = {
+    "new": ("assigned", "in_progress", "cancelled"),
+    "assigned": ("new", "in_progress", "cancelled"),
+    "in_progress": ("assigned", "done", "cancelled"),
+    "done": (),
+    "cancelled": (),
+}
+
+
+class JobStateError(ValueError):
+    """A dispatch job cannot move from its status to the one asked for."""
+
+    def __init__(self, job_id: int, current: str, wanted: str) -> None:
+        super().__init__(f"dispatch job {job_id} is {current} and cannot become {wanted}")
+        self.job_id = job_id
+        self.current = current
+        self.wanted = wanted
+
+
+def update_dispatch_job(
+    *, engine: Engine, job_id: int, status: str, assignee: str | None, by: str, note: str | None = None
+) -> DispatchJob:
+    """Move a job to ``status`` with ``assignee``, and audit who did it, in one transaction."""
+    with Session(engine) as session:
+        job = session.get(DispatchJob, job_id)
+        if job is None:
+            raise LookupError(f"dispatch job {job_id} not found")
+        if status != job.status and status not in JOB_NEXT[job.status]:
+            raise JobStateError(job_id, job.status, status)
+        now = utc_now()
+        detail = {"status": {"from": job.status, "to": status}, "assignee": assignee, "note": note}
+        job.status = status
+        job.assignee = assignee or None
+        job.updated_at = now
+        session.add(job)
+        session.add(AuditEntry(at=now, actor=by, action="job_updated", target=f"dispatch_job:{job_id}", detail=detail))
+        session.commit()
+        session.refresh(job)
+        return job
+
+
 def held_runs(*, session: Session | Connection, rule_id: str, device_id: str) -> list[Any]:
     """Return the held runs of one instance with their alert's status, value and opening time."""
     runs = ActionRun.__table__
@@ -525,3 +568,33 @@ def count_by(*, engine: Engine, column: Any, where: Any = None) -> dict[str, int
         query = query.where(where)
     with Session(engine) as session:
         return {str(key): count for key, count in session.execute(query)}
+
+
+# --- reading history -----------------------------------------------------------------------------
+
+
+def list_readings(
+    *,
+    engine: Engine,
+    device_ids: Sequence[str],
+    metrics: Sequence[str],
+    start: datetime,
+    end: datetime,
+    limit: int | None = None,
+) -> list[Reading]:
+    """Return the stored readings of ``device_ids`` and ``metrics`` with ``start <= ts < end``, oldest first.
+
+    Late readings are included, with ``late`` set. ``limit`` caps the number of rows returned.
+    """
+    if not device_ids or not metrics:
+        return []
+    query = (
+        select(Reading)
+        .where(Reading.device_id.in_(list(device_ids)), Reading.metric.in_(list(metrics)))
+        .where(Reading.ts >= start, Reading.ts < end)
+        .order_by(Reading.ts, Reading.id)
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    with Session(engine) as session:
+        return list(session.execute(query).scalars())

@@ -1,0 +1,185 @@
+"""Each monitoring page driven through AppTest on a store filled by the real pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from sqlmodel import Session, select
+from streamlit.testing.v1 import AppTest
+
+from rules import users
+from rules.store.models import Alert, AuditEntry, DispatchJob
+from tests.ui.conftest import PASSWORD, Site
+
+OpenPage = Callable[..., AppTest]
+
+
+def _button(app: AppTest, label: str):  # type: ignore[no-untyped-def]
+    return next(button for button in app.button if button.label == label)
+
+
+def test_overview_counts_unresolved_alerts_and_colours_firing_devices(open_page: OpenPage) -> None:
+    app = open_page("admin", "views/overview.py")
+
+    assert [(metric.label, metric.value) for metric in app.metric] == [
+        ("Kritis", "0"),
+        ("Tinggi", "2"),
+        ("Sedang", "1"),
+        ("Rendah", "1"),
+    ]
+    legend = app.markdown[0].value
+    assert ":red[●] Aktif (menyala) (2)" in legend
+    states = app.dataframe[1].value
+    firing = states[states["Keadaan"] == "Aktif (menyala)"]["Perangkat"].tolist()
+    assert sorted(firing) == ["Pintu Air Manggarai", "TPS Pasar Kota"]
+
+
+def test_overview_shows_only_the_agencies_of_the_reader(open_page: OpenPage) -> None:
+    app = open_page("budi", "views/overview.py", lang="en")
+
+    assert [(metric.label, metric.value) for metric in app.metric] == [
+        ("Critical", "0"),
+        ("High", "0"),
+        ("Medium", "0"),
+        ("Low", "1"),
+    ]
+    assert set(app.dataframe[0].value["Agency"]) == {"Dinas Lingkungan Hidup"}
+
+
+def test_operator_acknowledges_then_resolves_an_alert_with_notes(open_page: OpenPage, site: Site) -> None:
+    app = open_page("rina", "views/alerts.py")
+    with Session(site.db) as session:
+        manggarai = session.exec(select(Alert).where(Alert.rule_id == "manggarai-siaga-2")).one()
+    app.selectbox(key="alerts_chosen").select(manggarai.id).run()
+
+    app.text_area(key="alerts_note").input("Pompa sudah disiagakan")
+    _button(app, "Terima").click().run()
+
+    assert [message.value for message in app.success] == ["Peringatan diterima."]
+    with Session(site.db) as session:
+        stored = session.get(Alert, manggarai.id)
+        assert stored is not None
+        assert (stored.status, stored.acknowledged_by, stored.acknowledge_note) == (
+            "acknowledged",
+            "rina",
+            "Pompa sudah disiagakan",
+        )
+
+    app.selectbox(key="alerts_chosen").select(manggarai.id).run()
+    app.text_area(key="alerts_note").input("Air sudah surut")
+    _button(app, "Selesaikan").click().run()
+
+    with Session(site.db) as session:
+        stored = session.get(Alert, manggarai.id)
+        assert stored is not None
+        assert (stored.status, stored.resolved_by, stored.resolve_note) == ("resolved", "rina", "Air sudah surut")
+        actions = session.exec(select(AuditEntry.action).where(AuditEntry.actor == "rina")).all()
+    assert sorted(actions) == ["alert_acknowledged", "alert_resolved"]
+
+
+def test_viewer_sees_alerts_without_the_action_form(open_page: OpenPage) -> None:
+    app = open_page("budi", "views/alerts.py", lang="en")
+
+    assert set(app.dataframe[0].value["Device"]) == {"tps-pasar-kota"}
+    assert "You can only view this alert" in app.caption[0].value
+    assert not [button for button in app.button if button.label in ("Acknowledge", "Resolve")]
+
+
+def test_dispatch_board_moves_a_job_to_in_progress(open_page: OpenPage, site: Site) -> None:
+    app = open_page("rina", "views/dispatch.py")
+    app.selectbox(key="dispatch_team").select("tim-pompa").run()
+    with Session(site.db) as session:
+        job = session.exec(select(DispatchJob).where(DispatchJob.team_id == "tim-pompa")).one()
+
+    assert f"**#{job.id} · Siagakan pompa di Pintu Air Manggarai**" in app.markdown[0].value
+    app.selectbox(key=f"dispatch_status_{job.id}").select("in_progress")
+    app.text_input(key=f"dispatch_who_{job.id}").input("Joko")
+    _button(app, "Simpan").click().run()
+
+    assert [message.value for message in app.success] == [f"Tugas #{job.id} disimpan."]
+    with Session(site.db) as session:
+        stored = session.get(DispatchJob, job.id)
+        assert stored is not None
+        assert (stored.status, stored.assignee) == ("in_progress", "Joko")
+    assert app.tabs[2].label == "Dikerjakan (1)"
+
+
+def test_dispatch_board_has_no_update_form_for_a_viewer(open_page: OpenPage) -> None:
+    app = open_page("budi", "views/dispatch.py")
+
+    assert app.tabs[0].label == "Baru (1)"
+    assert not app.expander
+
+
+def test_actions_page_counts_runs_and_says_when_the_hub_is_down(open_page: OpenPage) -> None:
+    app = open_page("admin", "views/actions.py", lang="en")
+
+    counts = {metric.label: metric.value for metric in app.metric}
+    assert counts["Succeeded"] == "6"
+    assert counts["Dead"] == "0"
+    assert app.warning[0].value.startswith("The hub does not answer on port 8080")
+
+
+def test_audit_page_lists_alert_actions_by_whom(open_page: OpenPage, site: Site) -> None:
+    from rules.store import ops
+
+    with Session(site.db) as session:
+        alert_id = session.exec(select(Alert.id).where(Alert.rule_id == "tps-penuh")).one()
+    ops.acknowledge_alert(engine=site.db, alert_id=alert_id, by="rina", note="Truk berangkat")
+
+    app = open_page("admin", "views/audit.py")
+
+    table = app.dataframe[0].value
+    row = table[table["Oleh"] == "rina"].iloc[0]
+    assert row["Kejadian"] == "Peringatan diterima"
+    assert row["Sasaran"] == f"alert:{alert_id}"
+    assert "Truk berangkat" in row["Rincian"]
+
+
+def test_admin_adds_an_account_that_can_then_log_in(open_page: OpenPage, site: Site) -> None:
+    app = open_page("admin", "views/users.py")
+
+    app.text_input(key="users_new_username").input("dewi")
+    app.text_input(key="users_new_name").input("Dewi Lestari")
+    app.selectbox(key="users_new_agency").select("dlh")
+    app.selectbox(key="users_new_role").select("operator")
+    app.text_input(key="users_new_password").input("sandi-dewi-2026")
+    app.text_input(key="users_new_repeat").input("sandi-dewi-2026")
+    _button(app, "Buat akun").click().run()
+
+    assert [message.value for message in app.success] == ["Akun dewi dibuat."]
+    member = users.authenticate(engine=site.db, username="dewi", password="sandi-dewi-2026")
+    assert member is not None
+    assert member.roles == {"dlh": "operator"}
+
+
+def test_short_password_is_refused_with_the_reason(open_page: OpenPage, site: Site) -> None:
+    app = open_page("admin", "views/users.py", lang="en")
+
+    app.text_input(key="users_new_username").input("dewi")
+    app.text_input(key="users_new_password").input("pendek")
+    app.text_input(key="users_new_repeat").input("pendek")
+    _button(app, "Create account").click().run()
+
+    assert [message.value for message in app.error] == ["the password is too short: use at least 10 characters"]
+    assert users.authenticate(engine=site.db, username="dewi", password="pendek") is None
+
+
+def test_users_page_is_not_offered_to_an_editor(open_page: OpenPage) -> None:
+    app = open_page("sari")
+
+    with pytest.raises(ValueError, match="Could not find a navigation page"):
+        app.switch_page("views/users.py")
+
+
+def test_admin_of_one_agency_sees_only_its_accounts(open_page: OpenPage, site: Site) -> None:
+    users.create_user(
+        engine=site.db, username="ketua-dlh", full_name="Ketua DLH", password=PASSWORD, roles={"dlh": "admin"}, by="t"
+    )
+
+    app = open_page("ketua-dlh", "views/users.py")
+
+    listed = set(app.dataframe[0].value["Nama pengguna"])
+    assert listed == {"budi", "rina", "ketua-dlh"}
+    assert app.selectbox(key="users_new_agency").options == ["Dinas Lingkungan Hidup"]

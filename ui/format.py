@@ -1,0 +1,52 @@
+"""Numbers, times and durations as staff read them: Indonesian or English, in the agency's zone."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from babel.dates import format_datetime, format_timedelta
+from babel.numbers import format_decimal
+
+LOCALES = {"id": "id_ID", "en": "en_GB"}
+# Indonesia's three zones go by their Indonesian names in both languages.
+ZONE_NAMES = {
+    "Asia/Jakarta": "WIB",
+    "Asia/Pontianak": "WIB",
+    "Asia/Makassar": "WITA",
+    "Asia/Jayapura": "WIT",
+}
+DATE_TIME_PATTERN = {"id": "d MMM y HH.mm", "en": "d MMM y HH:mm"}
+
+
+def zone_name(zone: str) -> str:
+    return ZONE_NAMES.get(zone, zone)
+
+
+def number(value: float | int | str | None, lang: str, digits: int = 1) -> str:
+    """``1234.5`` as ``1.234,5`` in Indonesian and ``1,234.5`` in English; text stays as it is."""
+    if value is None:
+        return "–"
+    if isinstance(value, str):
+        return value
+    pattern = "#,##0" if digits == 0 else "#,##0." + "#" * digits
+    return format_decimal(value, format=pattern, locale=LOCALES[lang])
+
+
+def when(moment: datetime | None, zone: str, lang: str) -> str:
+    """A time in ``zone`` with the zone's name, e.g. ``4 Des 2026 22.40 WIB``."""
+    if moment is None:
+        return "–"
+    local = moment.astimezone(ZoneInfo(zone))
+    return f"{format_datetime(local, DATE_TIME_PATTERN[lang], locale=LOCALES[lang])} {zone_name(zone)}"
+
+
+def ago(moment: datetime | None, now: datetime, lang: str) -> str:
+    """How long ago ``moment`` was, e.g. ``5 menit yang lalu``."""
+    if moment is None:
+        return "–"
+    return format_timedelta(moment - now, add_direction=True, locale=LOCALES[lang])
+
+
+def duration(span: timedelta, lang: str) -> str:
+    return format_timedelta(span, locale=LOCALES[lang], threshold=1.5)
