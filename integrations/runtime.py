@@ -12,7 +12,7 @@ import uvicorn
 from sqlalchemy import Engine
 
 from integrations.base import Stop
-from integrations.home_assistant import HomeAssistantFeed
+from integrations.home_assistant import HomeAssistantExecutor, HomeAssistantFeed
 from integrations.http_api import create_app
 from integrations.mqtt import MqttCommandExecutor, MqttFeed
 from integrations.node_red import NodeRedExecutor, NodeRedSettings
@@ -46,10 +46,16 @@ def run_hub(
     ingestor.start()
     webhooks = WebhookExecutor({target.id: target for target in config.webhooks})
     node_red = NodeRedExecutor(NodeRedSettings.from_env())
-    # NOTE: a reload (SIGHUP) does not update the sources of this executor, so commands through an
-    # mqtt source added by the reload fail as dead runs until the hub restarts.
+    # NOTE: a reload (SIGHUP) does not update the sources of these executors, so commands through an
+    # mqtt source and service calls through a home_assistant source added by the reload fail as dead
+    # runs until the hub restarts.
     commands = MqttCommandExecutor(source for source in config.sources if isinstance(source, MqttSource))
-    worker = OutboxWorker(db, {"webhook": webhooks, "node_red": node_red, "command": commands})
+    service_calls = HomeAssistantExecutor(
+        source for source in config.sources if isinstance(source, HomeAssistantSource)
+    )
+    worker = OutboxWorker(
+        db, {"webhook": webhooks, "node_red": node_red, "command": commands, "home_assistant": service_calls}
+    )
     worker.start()
 
     feeds: list[SimulatedFeed | MqttFeed | HomeAssistantFeed] = []
@@ -81,6 +87,7 @@ def run_hub(
             "instances": len(pipeline.engine.instances),
             "outbox": worker.health(),
             "commands": commands.health(),
+            "home_assistant_actions": service_calls.health(),
             "sources": {feed.id: feed.health() for feed in feeds},
         }
 
@@ -97,7 +104,18 @@ def run_hub(
     try:
         uvicorn.run(app, host=bind_host, port=bind_port, log_level="warning")
     finally:
-        _stop_all([*stops, worker.stop, webhooks.close, node_red.close, commands.close, ingestor.stop, db.dispose])
+        _stop_all(
+            [
+                *stops,
+                worker.stop,
+                webhooks.close,
+                node_red.close,
+                commands.close,
+                service_calls.close,
+                ingestor.stop,
+                db.dispose,
+            ]
+        )
         logger.info("Simpul hub stopped")
     return 0
 

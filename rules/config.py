@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from rules.durations import parse_duration
@@ -23,7 +23,7 @@ from rules.durations import parse_duration
 ENV_REFERENCE = re.compile(r"^\$\{([A-Z_][A-Z0-9_]*)\}$")
 ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-ACTION_TYPES = ("alert", "dispatch", "webhook", "node_red", "command", "log")
+ACTION_TYPES = ("alert", "dispatch", "webhook", "node_red", "command", "home_assistant", "log")
 
 
 def config_error(code: str, english: str, **params: Any) -> PydanticCustomError:
@@ -846,18 +846,88 @@ class CommandAction(Model):
     action: str
 
 
+# A Home Assistant service is ``<domain>.<service>`` in lower case, e.g. ``switch.turn_on``.
+SERVICE = re.compile(r"^[a-z0-9_]+\.[a-z0-9_]+$")
+
+
+class HomeAssistantAction(Model):
+    """A Home Assistant service call through the connection of the ``home_assistant`` source ``source``.
+
+    ``entity_id`` (one id or a list) becomes the call's target, and ``data`` its service data.
+    Both are message templates: every text in them is filled from the firing, e.g.
+    ``entity_id: "switch.pompa_{device.attributes.ha_id}"``.
+    """
+
+    source: Identifier
+    service: str
+    entity_id: str | list[str] | None = None
+    data: dict[str, JsonValue] = {}
+
+    @field_validator("service")
+    @classmethod
+    def _check_service(cls, value: str) -> str:
+        if not SERVICE.match(value):
+            raise config_error(
+                "home_assistant_service",
+                "invalid service {input}: write it as domain.service, e.g. switch.turn_on",
+                input=repr(value),
+            )
+        return value
+
+    @field_validator("entity_id")
+    @classmethod
+    def _check_entity_ids(cls, value: str | list[str] | None) -> str | list[str] | None:
+        # An id with a template field is known only when the rule fires, so only literal ids are checked.
+        for entity_id in [value] if isinstance(value, str) else value or []:
+            if "{" not in entity_id and not ENTITY_ID.match(entity_id):
+                raise config_error(
+                    "home_assistant_entity_id",
+                    "invalid entity id {input}: write it as domain.object_id, e.g. sensor.tinggi_air",
+                    input=repr(entity_id),
+                )
+        return value
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _check_data(cls, value: Any) -> Any:
+        # YAML reads a bare 2025-01-06 as a date, which JSON cannot carry.
+        for item in _leaves(value):
+            if not isinstance(item, (str, int, float, bool)) and item is not None:
+                raise config_error(
+                    "home_assistant_data_value",
+                    "data holds {input}, which cannot be sent to Home Assistant: put it in quotes",
+                    input=str(item),
+                )
+        return value
+
+    @property
+    def domain_and_service(self) -> tuple[str, str]:
+        domain, service = self.service.split(".", 1)
+        return domain, service
+
+
+def _leaves(value: Any) -> list[Any]:
+    """Return the values inside nested mappings and lists."""
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in _leaves(item)]
+    if isinstance(value, list):
+        return [leaf for item in value for leaf in _leaves(item)]
+    return [value]
+
+
 class LogAction(Model):
     message: str
 
 
 class Action(Model):
-    """One entry of ``then``: exactly one of alert, dispatch, webhook, node_red, command or log."""
+    """One entry of ``then``: exactly one of alert, dispatch, webhook, node_red, command, home_assistant or log."""
 
     alert: AlertAction | None = None
     dispatch: DispatchAction | None = None
     webhook: WebhookAction | None = None
     node_red: NodeRedAction | None = None
     command: CommandAction | None = None
+    home_assistant: HomeAssistantAction | None = None
     log: LogAction | None = None
 
     @model_validator(mode="after")
@@ -865,7 +935,8 @@ class Action(Model):
         given = [name for name in ACTION_TYPES if getattr(self, name) is not None]
         if len(given) != 1:
             raise config_error(
-                "action_count", "each action names exactly one of alert, dispatch, webhook, node_red, command or log"
+                "action_count",
+                "each action names exactly one of alert, dispatch, webhook, node_red, command, home_assistant or log",
             )
         return self
 
@@ -877,7 +948,9 @@ class Action(Model):
         raise AssertionError("validated action has no type")
 
     @property
-    def spec(self) -> AlertAction | DispatchAction | WebhookAction | NodeRedAction | CommandAction | LogAction:
+    def spec(
+        self,
+    ) -> AlertAction | DispatchAction | WebhookAction | NodeRedAction | CommandAction | HomeAssistantAction | LogAction:
         return getattr(self, self.type)  # type: ignore[no-any-return]
 
 

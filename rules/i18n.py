@@ -219,6 +219,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "entity {entity_id} is listed twice: map each entity once",
         "id": "entity {entity_id} tercantum dua kali: petakan setiap entity satu kali saja",
     },
+    "home_assistant_data_value": {
+        "en": "data holds {input}, which cannot be sent to Home Assistant: put it in quotes",
+        "id": "data berisi {input} yang tidak dapat dikirim ke Home Assistant: beri tanda kutip",
+    },
+    "home_assistant_service": {
+        "en": "invalid service {input}: write it as domain.service, e.g. switch.turn_on",
+        "id": "service {input} tidak valid: tulis dalam bentuk domain.service, misalnya switch.turn_on",
+    },
     "timestamp_format": {
         "en": "invalid timestamp format {input}: use iso, epoch, epoch_ms or strptime syntax such as %d/%m/%Y %H:%M",
         "id": "format timestamp {input} tidak valid: gunakan iso, epoch, epoch_ms, atau pola strptime "
@@ -305,8 +313,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "id": "jam {input} tidak valid: tulis JJ:MM, misalnya 06:00",
     },
     "action_count": {
-        "en": "each action names exactly one of alert, dispatch, webhook, node_red, command or log",
-        "id": "setiap aksi harus berisi tepat satu dari alert, dispatch, webhook, node_red, command atau log",
+        "en": "each action names exactly one of alert, dispatch, webhook, node_red, command, home_assistant or log",
+        "id": "setiap aksi harus berisi tepat satu dari alert, dispatch, webhook, node_red, command, home_assistant "
+        "atau log",
     },
     "command_payload_boolean": {
         "en": 'YAML reads a bare ON, OFF, yes or no as true or false: put the payload in quotes, e.g. "ON"',
@@ -356,6 +365,16 @@ MESSAGES: dict[str, dict[str, str]] = {
     "command_source_not_mqtt": {
         "en": "source '{id}' is a {type} source, but commands are published through an mqtt source",
         "id": "source '{id}' bertipe {type}, padahal perintah hanya dapat dikirim lewat source bertipe mqtt",
+    },
+    "unknown_home_assistant_source": {
+        "en": "source '{id}' is not defined under sources",
+        "id": "source '{id}' tidak ada di sources",
+    },
+    "action_source_not_home_assistant": {
+        "en": "source '{id}' is a {type} source, but Home Assistant services are called through a "
+        "home_assistant source",
+        "id": "source '{id}' bertipe {type}, padahal service Home Assistant hanya dapat dipanggil lewat source "
+        "bertipe home_assistant",
     },
     "device_without_commands": {
         "en": "device '{id}' has no commands: add commands with via, topic and payloads to the device",

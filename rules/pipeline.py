@@ -21,7 +21,7 @@ from sqlalchemy import Engine as DbEngine
 from sqlmodel import Session
 
 from rules.compile import CompiledRule
-from rules.config import Action, CommandAction, Config, Device
+from rules.config import Action, CommandAction, Config, Device, HomeAssistantAction
 from rules.durable import DurableMatcher
 from rules.engine import Engine, Firing, NormalReading, Settled
 from rules.normalize import Normalizer, Rejection
@@ -299,7 +299,7 @@ class Pipeline:
                 continue
             action = rule.rule.then[held.action_index]
             fields = self._fields(rule, device, held.alert_value, rule.metric, held.opened_at)
-            if action.webhook is not None or action.node_red is not None or action.command is not None:
+            if _remote_target(action) is not None:
                 update.update(status=ops.RUN_PENDING, next_attempt_at=now, finished_at=None)
             elif action.dispatch is not None:
                 update.update(status=ops.RUN_SUCCEEDED, attempts=1)
@@ -388,8 +388,8 @@ class Pipeline:
                 if action.webhook is not None or action.node_red is not None:
                     template = action.webhook.message if action.webhook is not None else None
                     run["payload"] = _webhook_body(firing, alert_id, draft.message, draft.fields, template)
-                elif action.command is not None:
-                    run["payload"] = self._command_payload(action.command, draft.fields)
+                elif action.command is not None or action.home_assistant is not None:
+                    run["payload"] = self._call_payload(action, draft.fields)
             elif action.log is not None:
                 text = render(action.log.message, draft.fields)
                 run["payload"] = {"message": text}
@@ -405,9 +405,9 @@ class Pipeline:
                 run["attempts"] = 0
                 run["finished_at"] = None
                 run["next_attempt_at"] = now
-            elif action.command is not None:
+            elif action.command is not None or action.home_assistant is not None:
                 run["target"] = _remote_target(action)
-                run["payload"] = self._command_payload(action.command, draft.fields)
+                run["payload"] = self._call_payload(action, draft.fields)
                 run["status"] = self._remote_status(firing)
                 run["attempts"] = 0
                 run["finished_at"] = None
@@ -425,6 +425,13 @@ class Pipeline:
             self.tally.resolved[rule_id] += 1
             logger.info("rule %s cleared at %s: alert %d resolved", rule_id, at.isoformat(), alert_id)
         ops.resolve_alerts(session=session, rows=rows, by="simpul", note="condition cleared")
+
+    def _call_payload(self, action: Action, fields: dict[str, Any]) -> dict[str, Any]:
+        """Build the payload of a ``command`` or ``home_assistant`` run."""
+        if action.home_assistant is not None:
+            return _service_call_payload(action.home_assistant, fields)
+        assert action.command is not None, f"action {action.type} is neither a command nor a service call"
+        return self._command_payload(action.command, fields)
 
     def _command_payload(self, command: CommandAction, fields: dict[str, Any]) -> dict[str, Any]:
         """Build the MQTT message of a command run from the commanded device's ``commands``.
@@ -523,14 +530,39 @@ def _device_fields(device: Device) -> dict[str, Any]:
 
 def _remote_target(action: Action) -> str | None:
     """Return the run target of an action that the outbox sends: a webhook target id, a Node-RED
-    path or the id of the commanded device."""
+    path, the id of the commanded device or ``<source>:<service>`` of a Home Assistant call.
+    Actions that the pipeline carries out itself have none."""
     if action.webhook is not None:
         return action.webhook.target
     if action.node_red is not None:
         return action.node_red.path
     if action.command is not None:
         return action.command.device
+    if action.home_assistant is not None:
+        return f"{action.home_assistant.source}:{action.home_assistant.service}"
     return None
+
+
+def _service_call_payload(call: HomeAssistantAction, fields: dict[str, Any]) -> dict[str, Any]:
+    """Build the Home Assistant service call of a ``home_assistant`` run, its entity ids and data rendered."""
+    domain, service = call.domain_and_service
+    payload: dict[str, Any] = {"source": call.source, "domain": domain, "service": service}
+    if call.entity_id is not None:
+        payload["target"] = {"entity_id": _render_all(call.entity_id, fields)}
+    if call.data:
+        payload["service_data"] = _render_all(call.data, fields)
+    return payload
+
+
+def _render_all(value: Any, fields: dict[str, Any]) -> Any:
+    """Render every text inside nested mappings and lists; numbers, booleans and null stay as they are."""
+    if isinstance(value, str):
+        return render(value, fields)
+    if isinstance(value, dict):
+        return {key: _render_all(item, fields) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_render_all(item, fields) for item in value]
+    return value
 
 
 def _webhook_body(

@@ -18,7 +18,7 @@ import difflib
 import math
 import re
 import string
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import NoneType, UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -35,6 +35,7 @@ from rules.config import (
     Config,
     Device,
     FileSource,
+    HomeAssistantAction,
     HomeAssistantSource,
     HttpSource,
     Kind,
@@ -125,7 +126,7 @@ def validate_config(data: Any, problems: ProblemList) -> Config:
     sources = checker.sources(sections["sources"], devices)
     devices = checker.device_commands(sections["devices"], devices, sources)
     webhooks = checker.webhooks(sections["webhooks"])
-    rules = checker.rules(sections["rules"], agencies, devices, webhooks)
+    rules = checker.rules(sections["rules"], agencies, devices, webhooks, sources)
 
     return Config(
         simpul=settings,
@@ -620,12 +621,14 @@ class _References:
         agencies: list[Agency],
         devices: list[Device],
         webhooks: list[WebhookTarget],
+        sources: list[Source],
     ) -> list[Rule]:
         context = _RuleContext(
             agency_ids={agency.id for agency in agencies},
             team_ids={team.id for agency in agencies for team in agency.teams},
             webhook_ids={webhook.id for webhook in webhooks},
             devices=devices,
+            sources={source.id: source for source in sources},
         )
         kept = []
         for index, rule in self._unique("rules", entries):
@@ -768,6 +771,8 @@ class _References:
                 self._refer((*action_path, "target"), "webhook", action.webhook.target, context.webhook_ids)
             if action.command is not None:
                 self._check_command(action_path, action.command, by_id)
+            if action.home_assistant is not None:
+                self._check_home_assistant_action(action_path, action.home_assistant, context.sources)
             for key in ("message", "title"):
                 text = getattr(spec, key, None)
                 if isinstance(text, str):
@@ -796,19 +801,42 @@ class _References:
             params["suggestion"] = suggestion
         self.problems.add((*path, "action"), "unknown_command", **params)
 
+    def _check_home_assistant_action(
+        self, path: KeyPath, action: HomeAssistantAction, source_by_id: dict[str, Source]
+    ) -> None:
+        """Check that the action's source is a home_assistant source, and the templates in its entity ids and data."""
+        source_path: KeyPath = (*path, "source")
+        source = self._find_source(source_path, action.source, source_by_id, "unknown_home_assistant_source")
+        if source is not None and not isinstance(source, HomeAssistantSource):
+            self.problems.add(source_path, "action_source_not_home_assistant", id=action.source, type=source.type)
+
+        if isinstance(action.entity_id, str):
+            self._check_template((*path, "entity_id"), action.entity_id)
+        for position, entity_id in enumerate(action.entity_id if isinstance(action.entity_id, list) else []):
+            self._check_template((*path, "entity_id", position), entity_id)
+        for data_path, text in _texts(action.data, (*path, "data")):
+            self._check_template(data_path, text)
+
     def _check_via(self, path: KeyPath, source_id: str, source_by_id: dict[str, Source]) -> None:
-        source = source_by_id.get(source_id)
-        if source is None:
-            known = self.raw_ids["sources"]
-            if source_id in known:
-                self.problems.add(path, "skipped_reference", what="source", id=source_id)
-                return
-            suggestion = closest(source_id, known)
-            params: dict[str, Any] = {"id": source_id, **({"suggestion": suggestion} if suggestion else {})}
-            self.problems.add(path, "unknown_command_source", **params)
-            return
-        if not isinstance(source, MqttSource):
+        source = self._find_source(path, source_id, source_by_id, "unknown_command_source")
+        if source is not None and not isinstance(source, MqttSource):
             self.problems.add(path, "command_source_not_mqtt", id=source_id, type=source.type)
+
+    def _find_source(
+        self, path: KeyPath, source_id: str, source_by_id: dict[str, Source], unknown_code: str
+    ) -> Source | None:
+        """Return the kept source ``source_id``, or report it as skipped or unknown and return None."""
+        source = source_by_id.get(source_id)
+        if source is not None:
+            return source
+        known = self.raw_ids["sources"]
+        if source_id in known:
+            self.problems.add(path, "skipped_reference", what="source", id=source_id)
+            return None
+        suggestion = closest(source_id, known)
+        params: dict[str, Any] = {"id": source_id, **({"suggestion": suggestion} if suggestion else {})}
+        self.problems.add(path, unknown_code, **params)
+        return None
 
     def _select(self, path: KeyPath, rule: Rule, context: _RuleContext) -> list[Device]:
         when = rule.when
@@ -996,6 +1024,7 @@ class _RuleContext:
     team_ids: set[str]
     webhook_ids: set[str]
     devices: list[Device]
+    sources: dict[str, Source]
 
 
 _SECTION_OF = {"agency": "agencies", "kind": "kinds", "device": "devices", "webhook": "webhooks"}
@@ -1029,6 +1058,18 @@ def _raw_tags(raw: Any) -> set[str]:
             if isinstance(device_tags, list):
                 tags.update(tag for tag in device_tags if isinstance(tag, str))
     return tags
+
+
+def _texts(value: Any, path: KeyPath) -> Iterator[tuple[KeyPath, str]]:
+    """Yield the key path and text of every string inside nested mappings and lists."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _texts(item, (*path, str(key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _texts(item, (*path, index))
 
 
 def _resolve(threshold: float | AttributeRef | None, device: Device) -> float | None:

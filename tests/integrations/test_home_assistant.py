@@ -3,8 +3,10 @@ websocket API (as captured from Home Assistant 2024.3.3), with a real pipeline, 
 SQLite store.
 
 The server runs on its own event loop thread on 127.0.0.1 with a free port. It checks the
-token, replies to ``subscribe_events``, ``get_states`` and ``ping``, sends ``state_changed``
-events to subscribed connections and can drop every open connection.
+token, replies to ``subscribe_events``, ``get_states``, ``call_service`` and ``ping``, sends
+``state_changed`` events to subscribed connections, and can drop every open connection, stop
+listening and listen again on the same port. The service calls are tested in
+test_home_assistant_actions.py.
 """
 
 from __future__ import annotations
@@ -76,11 +78,21 @@ def state_object(entity_id: str, state: str, updated: datetime) -> dict[str, Any
 
 
 class FakeHomeAssistant:
-    """A websocket server that follows Home Assistant's auth, command and event messages."""
+    """A websocket server that follows Home Assistant's auth, command and event messages.
+
+    ``services`` lists the services that ``call_service`` knows, as Home Assistant's
+    ``domain.service``; ``turn_on`` and ``turn_off`` set their target entities to ``on`` and
+    ``off``. Every call it receives is kept in ``calls``, answered or not. ``on_call`` makes it
+    answer calls normally (``"answer"``), not at all (``"silent"``) or by dropping the
+    connection (``"drop"``).
+    """
 
     def __init__(self, token: str = TOKEN) -> None:
         self.token = token
         self.states: dict[str, dict[str, Any]] = {}
+        self.services = {"switch.turn_on", "switch.turn_off", "input_text.set_value"}
+        self.calls: list[dict[str, Any]] = []
+        self.on_call = "answer"
         self.subscribe_count = 0
         self.get_states_count = 0
         self.pongs = 0
@@ -112,12 +124,20 @@ class FakeHomeAssistant:
     def drop_connections(self) -> None:
         asyncio.run_coroutine_threadsafe(self._drop(), self._loop).result(WAIT_SECONDS)
 
+    def go_down(self) -> None:
+        """Drop every connection and stop listening, as a stopped Home Assistant would."""
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(WAIT_SECONDS)
+
+    def come_back(self) -> None:
+        """Listen again on the same port."""
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(WAIT_SECONDS)
+
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_get("/api/websocket", self._handle)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         server = site._server
         assert isinstance(server, asyncio.base_events.Server)
@@ -125,14 +145,16 @@ class FakeHomeAssistant:
 
     async def _stop(self) -> None:
         await self._drop()
-        assert self._runner is not None
-        await self._runner.cleanup()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
 
     async def _drop(self) -> None:
         for socket in list(self._sockets):
             await socket.close()
 
     async def _set_state(self, entity_id: str, state: str, updated: datetime) -> None:
+        """Change an entity's state and send ``state_changed`` to every subscribed connection."""
         old_state = self.states.get(entity_id)
         new_state = state_object(entity_id, state, updated)
         self.states[entity_id] = new_state
@@ -183,12 +205,38 @@ class FakeHomeAssistant:
             self.get_states_count += 1
             result = list(self.states.values())
             await socket.send_json({"id": command_id, "type": "result", "success": True, "result": result})
+        elif kind == "call_service":
+            await self._call_service(socket, command)
         elif kind == "ping":
             self.pongs += 1
             await socket.send_json({"id": command_id, "type": "pong"})
         else:
             error = {"code": "unknown_command", "message": "Unknown command."}
             await socket.send_json({"id": command_id, "type": "result", "success": False, "error": error})
+
+    async def _call_service(self, socket: web.WebSocketResponse, command: dict[str, Any]) -> None:
+        """Answer ``call_service`` the way Home Assistant 2024.3.3 does: the state changes it causes
+        are sent before the result, and an unknown service is a ``not_found`` error."""
+        self.calls.append(command)
+        if self.on_call == "silent":
+            return
+        if self.on_call == "drop":
+            await socket.close()
+            return
+
+        command_id = command["id"]
+        name = f"{command['domain']}.{command['service']}"
+        if name not in self.services:
+            error = {"code": "not_found", "message": f"Service {name} not found."}
+            await socket.send_json({"id": command_id, "type": "result", "success": False, "error": error})
+            return
+        new_state = {"turn_on": "on", "turn_off": "off"}.get(command["service"])
+        entity_ids = (command.get("target") or {}).get("entity_id") or []
+        for entity_id in [entity_ids] if isinstance(entity_ids, str) else entity_ids:
+            if new_state is not None and entity_id in self.states:
+                await self._set_state(entity_id, new_state, datetime.now(UTC))
+        context = {"id": "01HCALL", "parent_id": None, "user_id": "simpul"}
+        await socket.send_json({"id": command_id, "type": "result", "success": True, "result": {"context": context}})
 
 
 def wait_until(condition: Callable[[], bool], seconds: float = WAIT_SECONDS) -> bool:
