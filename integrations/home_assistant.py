@@ -57,7 +57,6 @@ logger = logging.getLogger(__name__)
 MIN_RECONNECT_DELAY = 1.0
 MAX_RECONNECT_DELAY = 60.0
 STOP_TIMEOUT_SECONDS = 10.0
-SERVICE_CALL_MAX_ATTEMPTS = 6
 SERVICE_CALL_FIELDS = ("source", "domain", "service")
 # Error messages are stored on the run, whose column holds 1000 characters.
 MAX_ERROR_CHARS = 500
@@ -363,32 +362,33 @@ class HomeAssistantExecutor:
         *,
         connect_timeout_seconds: float = 5.0,
         call_timeout_seconds: float = 10.0,
-        max_attempts: int = SERVICE_CALL_MAX_ATTEMPTS,
     ) -> None:
         self.sources = {source.id: source for source in sources}
         self.connect_timeout_seconds = connect_timeout_seconds
         self.call_timeout_seconds = call_timeout_seconds
-        self._max_attempts = max_attempts
         self._connections: dict[str, tuple[_Connection, _EntityStates]] = {}
         self._loop_thread: _LoopThread | None = None
         self._lock = threading.Lock()
 
     def max_attempts(self, run: ActionRun) -> int:
-        return self._max_attempts
+        """Return the source's ``max_attempts``, or 1 for an unknown source."""
+        source = self.sources.get(str(run.payload.get("source")))
+        return source.max_attempts if source is not None else 1
 
     def health(self) -> dict[str, Any]:
-        """Return the state of each source's connection, opened by the first run through it."""
+        """Return ``healthy`` (false while a connection is down) and the state of each source's
+        connection, which the first run through that source opens."""
         with self._lock:
             connections = dict(self._connections)
-        return {
+        sources = {
             source_id: {
-                "healthy": connection.connected,
                 "connected": connection.connected,
                 "last_error": connection.last_error,
                 "reconnects": connection.reconnects,
             }
             for source_id, (connection, _entities) in connections.items()
         }
+        return {"healthy": all(state["connected"] for state in sources.values()), "sources": sources}
 
     def close(self) -> None:
         with self._lock:

@@ -11,6 +11,7 @@ from typing import Any
 import uvicorn
 from sqlalchemy import Engine
 
+from integrations.action_health import ReportingExecutor
 from integrations.base import Stop
 from integrations.home_assistant import HomeAssistantExecutor, HomeAssistantFeed
 from integrations.http_api import create_app
@@ -46,6 +47,8 @@ def run_hub(
     ingestor.start()
     webhooks = WebhookExecutor({target.id: target for target in config.webhooks})
     node_red = NodeRedExecutor(NodeRedSettings.from_env())
+    # These two open a request per attempt, so their health is what the latest attempts found.
+    http_actions = {"webhook": ReportingExecutor(webhooks), "node_red": ReportingExecutor(node_red)}
     # NOTE: a reload (SIGHUP) does not update the sources of these executors, so commands through an
     # mqtt source and service calls through a home_assistant source added by the reload fail as dead
     # runs until the hub restarts.
@@ -53,9 +56,7 @@ def run_hub(
     service_calls = HomeAssistantExecutor(
         source for source in config.sources if isinstance(source, HomeAssistantSource)
     )
-    worker = OutboxWorker(
-        db, {"webhook": webhooks, "node_red": node_red, "command": commands, "home_assistant": service_calls}
-    )
+    worker = OutboxWorker(db, {**http_actions, "command": commands, "home_assistant": service_calls})
     worker.start()
 
     feeds: list[SimulatedFeed | MqttFeed | HomeAssistantFeed] = []
@@ -86,8 +87,11 @@ def run_hub(
             "rules": len(pipeline.engine.rules),
             "instances": len(pipeline.engine.instances),
             "outbox": worker.health(),
+            "actions": {
+                **{action_type: executor.health() for action_type, executor in http_actions.items()},
+                "home_assistant": service_calls.health(),
+            },
             "commands": commands.health(),
-            "home_assistant_actions": service_calls.health(),
             "sources": {feed.id: feed.health() for feed in feeds},
         }
 

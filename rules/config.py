@@ -546,9 +546,12 @@ class HomeAssistantEntity(Model):
 
 
 class HomeAssistantSource(Model):
-    """A Home Assistant instance whose entity state changes are read over its websocket API.
+    """A Home Assistant instance whose entity state changes are read over its websocket API, and
+    whose services ``home_assistant`` actions call.
 
     ``token`` is a long-lived access token, created under the user's profile in Home Assistant.
+    ``max_attempts`` is how often a service call is tried before its run is dead; the default
+    spans about four minutes of waits, longer than Home Assistant takes to restart.
     """
 
     id: Identifier
@@ -556,6 +559,7 @@ class HomeAssistantSource(Model):
     url: str
     token: SecretRef
     entities: list[HomeAssistantEntity] = Field(min_length=1)
+    max_attempts: int = Field(default=8, ge=1, le=50)
 
     @field_validator("url")
     @classmethod

@@ -159,7 +159,10 @@ def test_reading_from_home_assistant_fires_rule_that_calls_service(
     assert text_call["target"] == {"entity_id": "input_text.pesan"}
     assert text_call["service_data"] == {"value": "Siaga: 912 cm di Pintu Air Manggarai"}
     assert entities.states["switch.pompa_manggarai"]["state"] == "on"
-    assert executor.health()["rumah-pompa"]["healthy"] is True
+    assert executor.health() == {
+        "healthy": True,
+        "sources": {"rumah-pompa": {"connected": True, "last_error": None, "reconnects": 0}},
+    }
 
 
 def test_pending_run_holds_the_rendered_call(db: DbEngine, entities: FakeHomeAssistant) -> None:
@@ -282,7 +285,7 @@ def test_server_down_retries_then_delivers_once(
     assert after_first.next_attempt_at is not None
     worker.run_once(after_first.next_attempt_at)
     after_second = only_run(db)
-    health_while_down = executor.health()["rumah-pompa"]
+    health_while_down = executor.health()
 
     entities.come_back()
     assert after_second.next_attempt_at is not None
@@ -294,11 +297,11 @@ def test_server_down_retries_then_delivers_once(
     assert after_second.next_attempt_at - after_first.next_attempt_at > after_first.next_attempt_at - first_try
     assert "CannotConnect" in (after_second.last_error or "")
     assert health_while_down["healthy"] is False
-    assert "CannotConnect" in str(health_while_down["last_error"])
+    assert "CannotConnect" in str(health_while_down["sources"]["rumah-pompa"]["last_error"])
     assert only_run(db).status == ops.RUN_SUCCEEDED
     assert only_run(db).attempts == 3
     assert len(calls_to(entities, "switch.turn_on")) == 1
-    assert executor.health()["rumah-pompa"]["healthy"] is True
+    assert executor.health()["healthy"] is True
 
 
 def test_kept_connection_reconnects_after_a_restart(
@@ -311,7 +314,7 @@ def test_kept_connection_reconnects_after_a_restart(
     assert worker.run_once() == 2
 
     entities.go_down()
-    assert wait_until(lambda: executor.health()["rumah-pompa"]["connected"] is False)
+    assert wait_until(lambda: executor.health()["sources"]["rumah-pompa"]["connected"] is False)
     entities.come_back()
     entities.set_state("switch.pompa_manggarai", "off", now_minus(1))
     fire_again = Pipeline(config, db, event_clock=True)
@@ -321,7 +324,7 @@ def test_kept_connection_reconnects_after_a_restart(
 
     assert [run.status for run in runs_of(db, "rumah-pompa:switch.turn_on")] == [ops.RUN_SUCCEEDED] * 2
     assert len(calls_to(entities, "switch.turn_on")) == 2
-    assert executor.health()["rumah-pompa"]["reconnects"] == 1
+    assert executor.health()["sources"]["rumah-pompa"]["reconnects"] == 1
 
 
 def test_connection_dropped_before_the_answer_is_retried(
@@ -413,3 +416,22 @@ def test_wrong_token_is_retried_and_not_shown(
     assert "AuthenticationFailed: Invalid access token or password" in (run.last_error or "")
     assert "not-the-token" not in (run.last_error or "") + str(executor.health())
     assert entities.calls == []
+
+
+def test_run_is_dead_after_the_source_max_attempts(
+    db: DbEngine, entities: FakeHomeAssistant, make_executor: Callable[..., HomeAssistantExecutor]
+) -> None:
+    text = config_text(entities.url).replace("    entities:\n", "    max_attempts: 2\n    entities:\n", 1)
+    config = load_config_text(text, "config.yaml").config
+    assert ha_sources(config)[0].max_attempts == 2
+    worker = OutboxWorker(db, {"home_assistant": make_executor(config, connect_timeout_seconds=2.0)})
+    entities.go_down()
+    fire(Pipeline(config, db, event_clock=True))
+
+    worker.run_once()
+    failed = only_run(db)
+    worker.run_once(failed.next_attempt_at)
+
+    assert failed.status == ops.RUN_FAILED
+    assert only_run(db).status == ops.RUN_DEAD
+    assert only_run(db).attempts == 2
