@@ -4,7 +4,7 @@ whether the latest attempt for each run target reached its receiver.
 The MQTT command and Home Assistant executors report their kept connections themselves. An HTTP
 executor opens a request per attempt, so its health is what its attempts found: a target is
 unhealthy from an attempt that failed with ``RetryableActionError`` (the receiver cannot be
-reached, times out or answers 5xx) until an attempt reaches it again. An attempt that ends in
+reached, times out or responds with a 5xx status) until an attempt reaches it again. An attempt that ends in
 ``PermanentActionError`` did reach the receiver, which refused the run, so the target stays
 healthy and the error is shown.
 """

@@ -14,13 +14,13 @@ value, and the hub rejects those as ``unavailable``.
 ``call_service``, over one connection per source of its own, opened on the first run for that
 source and kept open. Outcomes of one attempt:
 
-- Home Assistant answers with a result: the run succeeded.
-- Home Assistant answers with an error (an unknown service, invalid service data, a failing
+- Home Assistant responds with a result: the run succeeded.
+- Home Assistant responds with an error (an unknown service, invalid service data, a failing
   integration), or a target entity does not exist: ``PermanentActionError``, so the run is dead
   at once. Home Assistant itself accepts a call on a missing entity and only logs a warning, so
   the executor follows the entities' states on its connection (``get_states`` on connect, then
   ``state_changed`` events) and checks the targets before it calls.
-- Home Assistant cannot be reached, rejects the token, drops the connection or does not answer
+- Home Assistant cannot be reached, rejects the token, drops the connection or does not respond
   in time, or a target entity is ``unavailable`` (Home Assistant would skip it):
   ``RetryableActionError``. Delivery is at least once: when the connection drops after the call
   was sent, Home Assistant may have carried it out, and the retry calls it again.
@@ -58,7 +58,7 @@ MIN_RECONNECT_DELAY = 1.0
 MAX_RECONNECT_DELAY = 60.0
 STOP_TIMEOUT_SECONDS = 10.0
 SERVICE_CALL_FIELDS = ("source", "domain", "service")
-# Error messages are stored on the run, whose column holds 1000 characters.
+# Error messages are stored on the run, whose column is limited to 1000 characters.
 MAX_ERROR_CHARS = 500
 
 T = TypeVar("T")
@@ -190,7 +190,7 @@ class _Connection:
                 listener.cancel()
 
     async def _sleep(self, seconds: float) -> None:
-        """Wait ``seconds``, or less when ``wait_connected`` asks for a connection meanwhile."""
+        """Wait ``seconds``, or less when ``wait_connected`` requests a connection meanwhile."""
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
@@ -320,15 +320,21 @@ class _EntityStates:
         """Subscribe to state changes, then fetch every state; the ``on_connect`` of a connection."""
         self._states.clear()
         await client.subscribe_events(self._on_event, "state_changed")
+        await self.refresh(client)
+
+    async def refresh(self, client: HomeAssistantClient) -> None:
+        """Fetch every state again."""
         for state in await client.get_states():
             self._states[state["entity_id"]] = str(state["state"])
+
+    def missing(self, payload: dict[str, Any]) -> bool:
+        """Return whether a target entity of a service call is not among the known states."""
+        return any(entity_id not in self._states for entity_id in _target_entity_ids(payload))
 
     def check(self, where: str, payload: dict[str, Any]) -> None:
         """Raise PermanentActionError for a target entity that does not exist, and RetryableActionError
         for one that is unavailable."""
-        target = payload.get("target") or {}
-        entity_ids = target.get("entity_id") or []
-        for entity_id in [entity_ids] if isinstance(entity_ids, str) else entity_ids:
+        for entity_id in _target_entity_ids(payload):
             state = self._states.get(entity_id)
             if state is None:
                 raise PermanentActionError(f"{where}: entity {entity_id} does not exist in Home Assistant")
@@ -352,7 +358,7 @@ class HomeAssistantExecutor:
     """Calls the Home Assistant services of ``home_assistant`` action runs, through the connection
     of the source that the run's ``source`` names.
 
-    The run's payload holds ``source``, ``domain``, ``service`` and, when given, ``target``
+    The run's payload contains ``source``, ``domain``, ``service`` and, when given, ``target``
     (``{"entity_id": ...}``) and ``service_data``, as the pipeline rendered them.
     """
 
@@ -399,12 +405,12 @@ class HomeAssistantExecutor:
             loop_thread.stop()
 
     def run(self, run: ActionRun) -> None:
-        """Call the run's service once and wait for Home Assistant's answer.
+        """Call the run's service once and wait for Home Assistant's response.
 
-        Raises PermanentActionError when Home Assistant answers with an error, for a payload
+        Raises PermanentActionError when Home Assistant responds with an error, for a payload
         without the call's fields, an unknown source or a missing token secret.
         Raises RetryableActionError when Home Assistant cannot be reached, the connection drops
-        before the answer, or the answer does not come in time.
+        before the response, or the response does not come in time.
         """
         missing = [name for name in SERVICE_CALL_FIELDS if name not in run.payload]
         if missing:
@@ -430,9 +436,12 @@ class HomeAssistantExecutor:
         client = connection.client
         if client is None:
             raise RetryableActionError(f"{where}: the connection was closed")
-        entities.check(where, payload)
 
         try:
+            if entities.missing(payload):
+                # The state_changed event of an entity created a moment ago may not have arrived yet.
+                await asyncio.wait_for(entities.refresh(client), self.call_timeout_seconds)
+            entities.check(where, payload)
             await asyncio.wait_for(
                 client.call_service(
                     str(payload["domain"]),
@@ -443,10 +452,10 @@ class HomeAssistantExecutor:
                 self.call_timeout_seconds,
             )
         except FailedCommand as error:
-            raise PermanentActionError(_clip(f"{where}: Home Assistant answered with an error: {error}")) from error
+            raise PermanentActionError(_clip(f"{where}: Home Assistant responded with an error: {error}")) from error
         except TimeoutError as error:
             raise RetryableActionError(
-                f"{where}: Home Assistant did not answer within {self.call_timeout_seconds:g} s"
+                f"{where}: Home Assistant did not respond within {self.call_timeout_seconds:g} s"
             ) from error
         except BaseHassClientError as error:
             raise RetryableActionError(_clip(f"{where}: {type(error).__name__}: {error}")) from error
@@ -456,7 +465,7 @@ class HomeAssistantExecutor:
             # hass-client cancels the commands in flight when the connection drops.
             if _cancelled_from_outside():
                 raise
-            raise RetryableActionError(f"{where}: the connection was lost before Home Assistant answered") from error
+            raise RetryableActionError(f"{where}: the connection was lost before Home Assistant responded") from error
 
     def _connection(self, source_id: str) -> tuple[_Connection, _EntityStates, _LoopThread]:
         """Return the kept connection of a source and its entities' states, opening it on first use."""
@@ -481,6 +490,11 @@ class HomeAssistantExecutor:
             self._connections[source_id] = (connection, entities)
             self._loop_thread.submit(connection.run())
             return connection, entities, self._loop_thread
+
+
+def _target_entity_ids(payload: dict[str, Any]) -> list[str]:
+    entity_ids = (payload.get("target") or {}).get("entity_id") or []
+    return [entity_ids] if isinstance(entity_ids, str) else list(entity_ids)
 
 
 def _describe_call(payload: dict[str, Any]) -> str:

@@ -132,7 +132,7 @@ def make_executor() -> Iterator[Callable[..., HomeAssistantExecutor]]:
 # --- the whole path ---------------------------------------------------------------------------
 
 
-def test_reading_from_home_assistant_fires_rule_that_calls_service(
+def test_state_change_fires_service_call(
     db: DbEngine, entities: FakeHomeAssistant, make_executor: Callable[..., HomeAssistantExecutor]
 ) -> None:
     config = loaded_config(entities.url)
@@ -192,7 +192,7 @@ def test_succeeded_call_is_not_sent_again(
     assert len(calls_to(entities, "switch.turn_on")) == 1
 
 
-# --- answers with an error ----------------------------------------------------------------------
+# --- error responses ----------------------------------------------------------------------------
 
 
 def test_unknown_service_makes_run_dead_with_the_error(
@@ -208,7 +208,7 @@ def test_unknown_service_makes_run_dead_with_the_error(
     assert run.attempts == 1
     assert run.last_error == (
         "home_assistant source rumah-pompa, service switch.nyalakan: "
-        "Home Assistant answered with an error: Service switch.nyalakan not found."
+        "Home Assistant responded with an error: Service switch.nyalakan not found."
     )
     assert len(calls_to(entities, "switch.nyalakan")) == 1
 
@@ -327,7 +327,7 @@ def test_kept_connection_reconnects_after_a_restart(
     assert executor.health()["sources"]["rumah-pompa"]["reconnects"] == 1
 
 
-def test_connection_dropped_before_the_answer_is_retried(
+def test_dropped_call_is_retried(
     db: DbEngine, entities: FakeHomeAssistant, make_executor: Callable[..., HomeAssistantExecutor]
 ) -> None:
     config = loaded_config(entities.url, service="input_text.set_value", entity_id="input_text.pesan")
@@ -341,14 +341,14 @@ def test_connection_dropped_before_the_answer_is_retried(
     worker.run_once(max(run.next_attempt_at or utc_now() for run in failed))
 
     assert {run.status for run in failed} == {ops.RUN_FAILED}
-    assert any("the connection was lost before Home Assistant answered" in (run.last_error or "") for run in failed)
+    assert any("the connection was lost before Home Assistant responded" in (run.last_error or "") for run in failed)
     assert {run.status for run in fetch_action_runs(db)} == {ops.RUN_SUCCEEDED}
-    # Home Assistant may have carried out a call whose answer was lost, so it is called again:
+    # Home Assistant may have carried out a call whose response was lost, so it is called again:
     # delivery is at least once.
     assert len(calls_to(entities, "input_text.set_value")) >= 3
 
 
-def test_call_without_an_answer_times_out(
+def test_unanswered_call_times_out(
     db: DbEngine, entities: FakeHomeAssistant, make_executor: Callable[..., HomeAssistantExecutor]
 ) -> None:
     config = loaded_config(entities.url)
@@ -360,7 +360,7 @@ def test_call_without_an_answer_times_out(
     run = only_run(db)
     assert run.status == ops.RUN_FAILED
     assert run.last_error == (
-        "home_assistant source rumah-pompa, service switch.turn_on: Home Assistant did not answer within 0.5 s"
+        "home_assistant source rumah-pompa, service switch.turn_on: Home Assistant did not respond within 0.5 s"
     )
 
 

@@ -1,8 +1,8 @@
 """End to end against a real Home Assistant 2024.3.3 and a real hub process.
 
 Home Assistant runs from the environment that tests/peers/home_assistant/install.sh makes (`.ci/run`
-runs it), with the config beside that script: an input_number stands in for the water-level
-sensor and a template switch over an input_boolean for the pump, and a counter counts the
+runs it), with the config beside that script: an input_number is the stand-in water-level
+sensor and a template switch over an input_boolean is the pump, and a counter counts the
 service calls that arrive. The tests skip when that environment is missing.
 """
 
@@ -105,7 +105,7 @@ def counter(peer: HomeAssistantPeer) -> int:
     return int(peer.state(COUNTER))
 
 
-def test_level_above_threshold_turns_the_pump_on(home_assistant: HomeAssistantPeer, hub: Hub) -> None:
+def test_high_level_turns_pump_on(home_assistant: HomeAssistantPeer, hub: Hub) -> None:
     calls_before = counter(home_assistant)
     assert home_assistant.state(PUMP) == "off"
 
@@ -127,9 +127,7 @@ def test_level_above_threshold_turns_the_pump_on(home_assistant: HomeAssistantPe
     assert service_calls_health(hub)["healthy"] is True
 
 
-def test_home_assistant_restart_mid_stream_delivers_every_call_once(
-    home_assistant: HomeAssistantPeer, hub: Hub
-) -> None:
+def test_restart_delivers_each_call_once(home_assistant: HomeAssistantPeer, hub: Hub) -> None:
     calls_before = counter(home_assistant)
     home_assistant.call("input_number.set_value", entity_id=LEVEL, value=900)
     hub.wait_for_runs(2)

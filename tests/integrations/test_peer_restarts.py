@@ -180,7 +180,7 @@ class Receiver:
             return list(self.deliveries)
 
 
-def test_webhook_receiver_restart_mid_stream(tmp_path: Path) -> None:
+def test_webhook_receiver_restart(tmp_path: Path) -> None:
     receiver = Receiver()
     receiver.start()
     webhooks = (
@@ -206,7 +206,7 @@ def test_webhook_receiver_restart_mid_stream(tmp_path: Path) -> None:
 
 # --- Node-RED -----------------------------------------------------------------------------------
 
-# A flow that appends the delivery id of every request to a file and answers 200.
+# A flow that appends the delivery id of every request to a file and responds with 200.
 RECORDER_FLOW = [
     {"id": "uji.catat.tab", "type": "tab", "label": "Uji: catat kiriman"},
     {
@@ -311,13 +311,13 @@ def node_red(tmp_path: Path) -> Iterator[NodeRedProcess]:
         process.stop()
 
 
-def test_node_red_restart_mid_stream(node_red: NodeRedProcess, tmp_path: Path) -> None:
+def test_node_red_restart(node_red: NodeRedProcess, tmp_path: Path) -> None:
     received = node_red.user_dir / "diterima.txt"
     recorder = json.loads(json.dumps(RECORDER_FLOW).replace("__FILE__", str(received)))
     settings = NodeRedSettings(url=node_red.url, username=USERNAME, password=PASSWORD)
     with NodeRedClient(settings) as client:
         client.deploy([*load_flow_files(FLOWS), *recorder])
-    # http-in endpoints answer 404 for a moment after a deployment.
+    # http-in endpoints respond with 404 for a moment after a deployment.
     wait_for(lambda: _answers(f"{node_red.url}/simpul/alert", json={}), what="the deployed flows to answer")
 
     def delivered() -> list[str]:
@@ -444,7 +444,7 @@ def publish_reading(port: int, prefix: str, device: str, value: float) -> None:
 
 
 @pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (Debian package mosquitto)")
-def test_mqtt_broker_restart_mid_stream(tmp_path: Path) -> None:
+def test_mqtt_broker_restart(tmp_path: Path) -> None:
     prefix = f"simpul-uji-{uuid.uuid4().hex[:8]}"
     broker_folder = tmp_path / "mosquitto"
     broker_folder.mkdir()
@@ -480,7 +480,7 @@ def test_mqtt_broker_restart_mid_stream(tmp_path: Path) -> None:
         wait_for(lambda: hub.health()["sources"]["broker"]["connected"], what="the hub to reconnect to the broker")
 
     def delivered() -> list[str]:
-        # A command's topic names the pump and its payload the level that fired it, which tells the runs apart.
+        # A command's topic names the pump and its payload the level that fired it, so each run has its own message.
         run_of = {(run.payload["topic"], run.payload["payload"].encode()): str(run.id) for run in hub.runs()}
         return [run_of.get(message, repr(message)) for message in listener.received()]
 

@@ -187,7 +187,7 @@ class HomeAssistantPeer:
     # --- REST API ---
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
-        """Call Home Assistant's REST API with the token and return the JSON answer."""
+        """Call Home Assistant's REST API with the token and return the JSON response."""
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
             f"{self.http_url}{path}",
