@@ -245,7 +245,7 @@ class HomeAssistantFeed(ReadingSubmitter):
 
     # ReadingSubmitter records a store failure here too, so the feed and its connection share one field.
     @property
-    def last_error(self) -> str | None:  # type: ignore[override]
+    def last_error(self) -> str | None:
         return self._connection.last_error
 
     @last_error.setter

@@ -274,7 +274,11 @@ class NodeRedProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        wait_for(lambda: _answers(f"{self.url}/auth/login"), what="Node-RED to start", seconds=30)
+        try:
+            wait_for(lambda: _answers(f"{self.url}/auth/login"), what="Node-RED to start", seconds=30)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         process = self.process
@@ -378,7 +382,11 @@ class Mosquitto:
             self.process = subprocess.Popen(
                 [str(MOSQUITTO), "-c", str(self.config_path)], stdout=log, stderr=subprocess.STDOUT
             )
-        wait_for(self._answers, what="Mosquitto to accept connections", seconds=15)
+        try:
+            wait_for(self._answers, what="Mosquitto to accept connections", seconds=15)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         process = self.process
@@ -443,15 +451,35 @@ def publish_reading(port: int, prefix: str, device: str, value: float) -> None:
         client.loop_stop()
 
 
-@pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (Debian package mosquitto)")
-def test_mqtt_broker_restart(tmp_path: Path) -> None:
-    prefix = f"simpul-uji-{uuid.uuid4().hex[:8]}"
-    broker_folder = tmp_path / "mosquitto"
-    broker_folder.mkdir()
-    broker = Mosquitto(broker_folder)
-    broker.start()
-    listener = PumpListener(broker.port, prefix)
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto is not installed (Debian package mosquitto)")
+    folder = tmp_path / "mosquitto"
+    folder.mkdir()
+    running = Mosquitto(folder)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
 
+
+@pytest.fixture
+def prefix() -> str:
+    return f"simpul-uji-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def listener(broker: Mosquitto, prefix: str) -> Iterator[PumpListener]:
+    subscriber = PumpListener(broker.port, prefix)
+    try:
+        yield subscriber
+    finally:
+        subscriber.close()
+
+
+def test_mqtt_broker_restart(broker: Mosquitto, listener: PumpListener, prefix: str, tmp_path: Path) -> None:
     pumps = "".join(
         f"  - id: pompa-{n}\n    name: Pompa {n}\n    agency: bpbd\n    kind: pump\n"
         f"    commands: {{via: broker, topic: '{prefix}/pompa/{{device.id}}/set',"
@@ -499,5 +527,3 @@ def test_mqtt_broker_restart(tmp_path: Path) -> None:
         assert sources.count("gateway") == 6
     finally:
         hub.stop()
-        listener.close()
-        broker.stop()

@@ -15,6 +15,7 @@ that Home Assistant installs the requirements of its default integrations before
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import shutil
@@ -109,6 +110,14 @@ class HomeAssistantPeer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        try:
+            self._wait_until_running(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_until_running(self, timeout: float) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -116,7 +125,6 @@ class HomeAssistantPeer:
             if self._running():
                 return
             time.sleep(0.5)
-        self.stop()
         raise RuntimeError(f"Home Assistant did not start within {timeout:g} s:\n{self.log_tail()}")
 
     def stop(self) -> None:
@@ -167,7 +175,9 @@ class HomeAssistantPeer:
         ).encode()
         with urllib.request.urlopen(f"{self.http_url}/auth/token", data=form, timeout=10) as response:
             access_token = json.load(response)["access_token"]
-        return asyncio.run(self._long_lived_token(access_token))
+        # A thread of its own, because the caller's thread may already run an event loop.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, self._long_lived_token(access_token)).result(60)
 
     async def _long_lived_token(self, access_token: str) -> str:
         async with aiohttp.ClientSession() as session, session.ws_connect(self.ws_url) as socket:
