@@ -34,7 +34,7 @@ ha-install:
 	bash tests/peers/home_assistant/install.sh
 
 run: $(STAMP)
-	$(BIN)/python hub.py run --config config.yaml
+	$(BIN)/python hub.py run --config config.yaml --ui
 
 check: $(STAMP)
 	$(BIN)/python hub.py check --config config.yaml

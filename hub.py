@@ -1,6 +1,6 @@
 """Simpul hub: wires config, store, engine, integrations and the HTTP API together, and is the CLI.
 
-python hub.py run     [--config PATH] [--db URL] [--host H] [--port N] [--no-simulate]
+python hub.py run     [--config PATH] [--db URL] [--host H] [--port N] [--no-simulate] [--ui [PORT]]
 python hub.py check   [--config PATH] [--lang id|en]
 python hub.py replay  FILE [--config PATH] [--db URL] [--source ID] [--json] [--send-actions]
 python hub.py alerts  list|ack|resolve ...
@@ -154,14 +154,44 @@ def command_run(args: argparse.Namespace) -> int:
         return 2
     config = _load(args.config)
     url = _database_url(config.simpul.database, args.db)
-    return run_hub(
-        config,
-        url,
-        host=args.host,
-        port=args.port,
-        simulate=not args.no_simulate,
-        config_path=Path(args.config),
-    )
+    pages = None
+    if args.ui is not None:
+        import subprocess
+
+        command, environment = _streamlit(args.config, args.db, "127.0.0.1", args.ui)
+        pages = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL)
+        logger.info("staff pages at http://127.0.0.1:%d", args.ui)
+        _tell_about_accounts(config, url)
+    try:
+        return run_hub(
+            config,
+            url,
+            host=args.host,
+            port=args.port,
+            simulate=not args.no_simulate,
+            config_path=Path(args.config),
+        )
+    finally:
+        if pages is not None:
+            pages.terminate()
+            pages.wait(timeout=10)
+
+
+def _tell_about_accounts(config: Any, url: str) -> None:
+    from rules import users
+    from rules.store.db import connect
+
+    db = connect(url)
+    try:
+        if users.count_users(engine=db) == 0:
+            first_agency = config.agencies[0].id if config.agencies else "AGENCY"
+            logger.warning(
+                "no staff accounts yet: create one to log in to the pages, e.g. "
+                "python hub.py users add admin --name 'Your Name' --role '*=admin'  (or --role %s=editor)",
+                first_agency,
+            )
+    finally:
+        db.dispose()
 
 
 def command_flows(args: argparse.Namespace) -> int:
@@ -207,6 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", help="address to listen on (default: simpul.host in the config)")
     run.add_argument("--port", type=int, help="TCP port to listen on (default: simpul.port in the config)")
     run.add_argument("--no-simulate", action="store_true", help="do not start the config's simulated sources")
+    run.add_argument(
+        "--ui",
+        type=int,
+        nargs="?",
+        const=8501,
+        metavar="PORT",
+        help="also serve the staff pages on 127.0.0.1:PORT (default 8501)",
+    )
     run.set_defaults(handler=command_run)
 
     check = commands.add_parser("check", help="validate the config and print every problem")
@@ -421,14 +459,20 @@ def command_users(args: argparse.Namespace) -> int:
         db.dispose()
 
 
+def _streamlit(config_path: str, db: str | None, host: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment that run the staff pages on ``host:port``."""
+    environment = {**os.environ, "SIMPUL_CONFIG": str(Path(config_path).resolve())}
+    if db:
+        environment["SIMPUL_DATABASE_URL"] = db
+    app = Path(__file__).resolve().parent / "ui" / "app.py"
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", host]
+    command += ["--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    return command, environment
+
+
 def command_ui(args: argparse.Namespace) -> int:
     """Run the staff pages with Streamlit in this process's place."""
-    environment = {**os.environ, "SIMPUL_CONFIG": str(Path(args.config).resolve())}
-    if args.db:
-        environment["SIMPUL_DATABASE_URL"] = args.db
-    app = Path(__file__).resolve().parent / "ui" / "app.py"
-    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host]
-    command += ["--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    command, environment = _streamlit(args.config, args.db, args.host, args.port)
     logger.info("staff pages at http://%s:%d", args.host, args.port)
     os.execve(sys.executable, command, environment)
     return 0

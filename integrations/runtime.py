@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -96,7 +98,9 @@ def run_hub(
         }
 
     if config_path is not None:
-        signal.signal(signal.SIGHUP, lambda _signum, _frame: _reload(pipeline, db, config_path))
+        watcher = ConfigWatcher(config_path, lambda: _reload(pipeline, db, config_path))
+        stops.append(watcher.start())
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: watcher.request_reload())
 
     app = create_app(config=config, ingestor=ingestor, db=db, health=health)
     bind_host = host or config.simpul.host
@@ -151,3 +155,104 @@ def _stop_all(stops: list[Callable[[], None]]) -> None:
             stop()
         except Exception:
             logger.exception("stopping %r failed", stop)
+
+
+# --- config file watcher -------------------------------------------------------------------------
+
+# How often the watcher looks at the config file. A change is reloaded once the file has looked
+# the same for one interval, so a reload follows a save within one to two intervals.
+WATCH_INTERVAL_SECONDS = 1.0
+
+
+class ConfigWatcher:
+    """A daemon thread that reloads the config when its file changes on disk, and on request (SIGHUP).
+
+    The thread polls the file's mtime, size and inode, and reads and hashes it only when those
+    change. A file whose content equals the last content loaded is not reloaded, and content that
+    was rejected is not tried again until it changes. Polling needs no inotify support, so it
+    also works on network and container file systems, and a config file is small enough to hash.
+    Reloads run on this thread: the SIGHUP handler only sets an event, so the HTTP server's
+    thread does not wait for a reload.
+    """
+
+    def __init__(self, path: Path, reload: Callable[[], None], *, interval: float = WATCH_INTERVAL_SECONDS) -> None:
+        self._path = path
+        self._reload = reload
+        self._interval = interval
+        self._signature = _file_signature(path)
+        self._loaded_signature = self._signature
+        self._loaded_digest = _file_digest(path)
+        self._wake = threading.Event()
+        self._reload_requested = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="simpul-config-watcher", daemon=True)
+
+    def start(self) -> Stop:
+        self._thread.start()
+        logger.info("watching %s for changes every %.1f s", self._path, self._interval)
+        return self.stop
+
+    def request_reload(self) -> None:
+        """Ask the watcher thread to reload now, even if the file looks unchanged; safe in a signal handler."""
+        self._reload_requested.set()
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            forced = self._reload_requested.is_set()
+            self._reload_requested.clear()
+            try:
+                self._check(forced)
+            except Exception:
+                logger.exception(
+                    "config watcher: checking %s failed; it tries again in %.1f s", self._path, self._interval
+                )
+
+    def _check(self, forced: bool) -> None:
+        signature = _file_signature(self._path)
+        if forced:
+            self._reload_now(signature)
+            return
+
+        # Wait until the file has looked the same for one interval, so a file written in several
+        # steps is read once it is complete.
+        settled = signature == self._signature
+        self._signature = signature
+        if not settled or signature is None or signature == self._loaded_signature:
+            return
+        self._loaded_signature = signature
+        if _file_digest(self._path) == self._loaded_digest:
+            return
+        logger.info("config %s changed on disk; reloading", self._path)
+        self._reload_now(signature)
+
+    def _reload_now(self, signature: tuple[int, int, int] | None) -> None:
+        self._loaded_signature = signature
+        self._loaded_digest = _file_digest(self._path)
+        self._reload()
+
+
+def _file_signature(path: Path) -> tuple[int, int, int] | None:
+    """Return (mtime in ns, size, inode) of ``path``, or None when it cannot be read."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_mtime_ns, status.st_size, status.st_ino
+
+
+def _file_digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None

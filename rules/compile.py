@@ -181,11 +181,11 @@ def _value_tests(comparison: Comparison, field_name: str, device: Device) -> lis
     ]
     for operator, threshold in pairs:
         if threshold is not None:
-            tests.append((operator, field_name, _resolve(threshold, device)))
+            tests.append((operator, field_name, resolve_threshold(threshold, device)))
     if comparison.between is not None:
         low, high = comparison.between
-        tests.append(("gte", field_name, _resolve(low, device)))
-        tests.append(("lte", field_name, _resolve(high, device)))
+        tests.append(("gte", field_name, resolve_threshold(low, device)))
+        tests.append(("lte", field_name, resolve_threshold(high, device)))
     if comparison.equals is not None:
         tests.append(("eq", field_name, comparison.equals))
     if comparison.not_equals is not None:
@@ -193,7 +193,7 @@ def _value_tests(comparison: Comparison, field_name: str, device: Device) -> lis
     return tests
 
 
-def _resolve(threshold: Threshold, device: Device) -> float:
+def resolve_threshold(threshold: Threshold, device: Device) -> float:
     if not isinstance(threshold, AttributeRef):
         return float(threshold)
     value = device.attributes.get(threshold.attribute)

@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine
 
-from rules.config import Config, Device
+from rules.compile import UnresolvedThreshold, resolve_threshold, select_devices
+from rules.config import Comparison, Config, Device
 from rules.store import ops, queries
 from rules.store.models import ActionRun, Alert, DispatchJob, utc_now
 from rules.users import Staff
@@ -96,6 +97,47 @@ def device_statuses(
     return statuses
 
 
+@dataclass(frozen=True)
+class ThresholdLine:
+    """A threshold of a rule on one device's metric, for drawing on its chart."""
+
+    rule_id: str
+    rule_name: str
+    test: str  # above, below, at_least or at_most; a between band gives at_least and at_most
+    value: float
+    clears: bool  # a line of the rule's clear condition rather than its trigger
+
+
+def _lines(comparison: Comparison, device: Device, clears: bool) -> list[tuple[str, float, bool]]:
+    tests = [(key, getattr(comparison, key)) for key in ("above", "below", "at_least", "at_most")]
+    if comparison.between is not None:
+        tests += [("at_least", comparison.between[0]), ("at_most", comparison.between[1])]
+    lines = []
+    for key, threshold in tests:
+        if threshold is None:
+            continue
+        try:
+            lines.append((key, resolve_threshold(threshold, device), clears))
+        except UnresolvedThreshold:
+            continue
+    return lines
+
+
+def threshold_lines(config: Config, device: Device, metric: str) -> list[ThresholdLine]:
+    """List the trigger and clear thresholds of every enabled rule that watches ``metric`` on ``device``."""
+    found = []
+    for rule in config.rules:
+        if not rule.enabled or rule.when.metric != metric:
+            continue
+        if device.id not in {selected.id for selected in select_devices(config, rule)}:
+            continue
+        lines = _lines(rule.when, device, clears=False)
+        if rule.clear is not None:
+            lines += _lines(rule.clear, device, clears=True)
+        found += [ThresholdLine(rule.id, rule.name, test, value, clears) for test, value, clears in lines]
+    return found
+
+
 # --- guarded actions -----------------------------------------------------------------------------
 
 
@@ -141,7 +183,7 @@ def retry_run(*, engine: Engine, config: Config, staff: Staff, run: ActionRun) -
 
 
 def hub_health(config: Config, *, base_url: str | None = None) -> dict[str, Any] | None:
-    """The running hub's health report from its HTTP API, or None when it does not answer."""
+    """Fetch the running hub's health report from its HTTP API; return None when it does not respond."""
     host = "127.0.0.1" if config.simpul.host in ("0.0.0.0", "::") else config.simpul.host
     url = (base_url or f"http://{host}:{config.simpul.port}") + "/api/v1/health"
     try:

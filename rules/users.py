@@ -2,7 +2,7 @@
 
 Roles rise in order: a viewer reads, an operator also acknowledges and resolves alerts and
 updates dispatch jobs, an editor also changes rules and devices, and an admin also manages the
-users of the agency. A role given for ``*`` holds in every agency. Passwords are hashed with
+users of the agency. A role given for ``*`` applies in every agency. Passwords are hashed with
 Argon2id (argon2-cffi); no account is ever created with a default password.
 """
 
@@ -25,7 +25,7 @@ ALL_AGENCIES = "*"
 MIN_PASSWORD_LENGTH = 10
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,59}$")
 
-# What each permission needs, as the lowest role that has it.
+# The lowest role that has each permission.
 PERMISSIONS = {
     "view": "viewer",
     "handle_alerts": "operator",
@@ -100,7 +100,7 @@ class Staff:
     roles: Mapping[str, str] = field(default_factory=dict)
 
     def role_in(self, agency_id: str) -> str | None:
-        """The highest role this member holds in ``agency_id``, directly or through ``*``."""
+        """Return the highest role this member has in ``agency_id``, directly or through ``*``."""
         held = [role for key, role in self.roles.items() if key in (agency_id, ALL_AGENCIES)]
         if not held:
             return None
@@ -115,7 +115,7 @@ class Staff:
             raise AccessDenied(self, permission, agency_id)
 
     def agencies(self, permission: str, known: Iterable[str]) -> list[str]:
-        """The ids among ``known`` in which this member has ``permission``."""
+        """Return the ids among ``known`` in which this member has ``permission``."""
         return [agency_id for agency_id in known if self.can(permission, agency_id)]
 
     @property
@@ -180,7 +180,7 @@ def create_user(
 
 
 def authenticate(*, engine: Engine, username: str, password: str) -> Staff | None:
-    """The account's staff view when the password matches an active account, else None."""
+    """Return the staff view of an active account whose password matches, else None."""
     with Session(engine) as session:
         user = session.get(StaffUser, username.strip().lower())
         if user is None or not user.active:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Streamlit puts this file's folder on the path, not the repository root that holds rules/.
+# Streamlit puts this file's folder on the path, not the repository root that contains rules/.
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -70,11 +70,7 @@ def pages(lang: str, is_admin: bool) -> list[st.Page]:
     ]
     if is_admin:
         entries.append(("views/users.py", "nav.users", ":material/group:"))
-    return [
-        st.Page(path, title=t(label, lang), icon=icon, url_path=Path(path).stem)
-        for path, label, icon in entries
-        if (Path(__file__).parent / path).exists()
-    ]
+    return [st.Page(path, title=t(label, lang), icon=icon, url_path=Path(path).stem) for path, label, icon in entries]
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""What every page needs: the config, the store, the logged-in staff member and the language.
+"""Shared page state: the config, the store, the logged-in staff member and the language.
 
 The config file is ``$SIMPUL_CONFIG`` (default ``config.yaml``) and is read again whenever it
 changes on disk; the store is ``$SIMPUL_DATABASE_URL`` or the config's ``simpul.database``.
@@ -65,7 +65,7 @@ def staff() -> Staff | None:
 
 
 def require_staff() -> Staff:
-    """The logged-in staff member; stops the page when nobody is logged in."""
+    """Return the logged-in staff member, or stop the page when no one is logged in."""
     member = staff()
     if member is None:
         st.warning(t("login.required", lang()))

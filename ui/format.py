@@ -24,7 +24,7 @@ def zone_name(zone: str) -> str:
 
 
 def number(value: float | int | str | None, lang: str, digits: int = 1) -> str:
-    """``1234.5`` as ``1.234,5`` in Indonesian and ``1,234.5`` in English; text stays as it is."""
+    """Format ``1234.5`` as ``1.234,5`` in Indonesian and ``1,234.5`` in English; text is returned as it is."""
     if value is None:
         return "–"
     if isinstance(value, str):
@@ -34,7 +34,7 @@ def number(value: float | int | str | None, lang: str, digits: int = 1) -> str:
 
 
 def when(moment: datetime | None, zone: str, lang: str) -> str:
-    """A time in ``zone`` with the zone's name, e.g. ``4 Des 2026 22.40 WIB``."""
+    """Format a time in ``zone`` with the zone's name, e.g. ``4 Des 2026 22.40 WIB``."""
     if moment is None:
         return "–"
     local = moment.astimezone(ZoneInfo(zone))
@@ -42,7 +42,7 @@ def when(moment: datetime | None, zone: str, lang: str) -> str:
 
 
 def ago(moment: datetime | None, now: datetime, lang: str) -> str:
-    """How long ago ``moment`` was, e.g. ``5 menit yang lalu``."""
+    """Describe how long before ``now`` the ``moment`` was, e.g. ``5 menit yang lalu``."""
     if moment is None:
         return "–"
     return format_timedelta(moment - now, add_direction=True, locale=LOCALES[lang])

@@ -15,7 +15,7 @@ from rules.store.models import ActionRun, Alert, AuditEntry, DispatchJob, Readin
 
 
 def last_seen(*, engine: Engine) -> dict[str, datetime]:
-    """The event time of each device's newest accepted reading."""
+    """Return the event time of each device's newest accepted reading."""
     query = select(Reading.device_id, func.max(Reading.ts)).group_by(Reading.device_id)
     with Session(engine) as session:
         return {device_id: value for device_id, value in session.execute(query) if value is not None}

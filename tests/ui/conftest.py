@@ -3,7 +3,6 @@ the real pipeline, staff accounts, and an AppTest of the app logged in as one of
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from rules.loader import load_config
 from rules.pipeline import Pipeline
 from rules.store.db import connect
 from tests.conftest import feed
+from tests.hub_process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "ui" / "app.py"
@@ -32,6 +32,7 @@ ACCOUNTS = {
 @dataclass
 class Site:
     config_path: Path
+    port: int
     db: Engine
     url: str
 
@@ -40,7 +41,9 @@ class Site:
 def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
     """The example config.yaml, and a store where Manggarai reached Siaga 2 and a bin filled up."""
     config_path = tmp_path / "config.yaml"
-    shutil.copy(ROOT / "config.yaml", config_path)
+    # A port nobody listens on, so the pages find no running hub.
+    text = (ROOT / "config.yaml").read_text().replace("simpul:\n", f"simpul:\n  port: {free_port()}\n", 1)
+    config_path.write_text(text)
     url = f"sqlite:///{tmp_path}/simpul.db"
     db = connect(url)
     config = load_config(config_path).config
@@ -51,7 +54,7 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
         users.create_user(engine=db, username=username, full_name=full_name, password=PASSWORD, roles=roles, by="test")
     monkeypatch.setenv("SIMPUL_CONFIG", str(config_path))
     monkeypatch.setenv("SIMPUL_DATABASE_URL", url)
-    yield Site(config_path=config_path, db=db, url=url)
+    yield Site(config_path=config_path, port=config.simpul.port, db=db, url=url)
     db.dispose()
 
 

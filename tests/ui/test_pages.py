@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from sqlmodel import Session, select
@@ -10,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from rules import users
 from rules.store.models import Alert, AuditEntry, DispatchJob
+from tests.hub_process import start_hub
 from tests.ui.conftest import PASSWORD, Site
 
 OpenPage = Callable[..., AppTest]
@@ -112,13 +114,13 @@ def test_dispatch_board_has_no_update_form_for_a_viewer(open_page: OpenPage) -> 
     assert not app.expander
 
 
-def test_actions_page_counts_runs_and_says_when_the_hub_is_down(open_page: OpenPage) -> None:
+def test_actions_page_counts_runs_and_says_when_the_hub_is_down(open_page: OpenPage, site: Site) -> None:
     app = open_page("admin", "views/actions.py", lang="en")
 
     counts = {metric.label: metric.value for metric in app.metric}
     assert counts["Succeeded"] == "6"
     assert counts["Dead"] == "0"
-    assert app.warning[0].value.startswith("The hub does not answer on port 8080")
+    assert app.warning[0].value.startswith(f"The hub does not answer on port {site.port}")
 
 
 def test_audit_page_lists_alert_actions_by_whom(open_page: OpenPage, site: Site) -> None:
@@ -183,3 +185,25 @@ def test_admin_of_one_agency_sees_only_its_accounts(open_page: OpenPage, site: S
     listed = set(app.dataframe[0].value["Nama pengguna"])
     assert listed == {"budi", "rina", "ketua-dlh"}
     assert app.selectbox(key="users_new_agency").options == ["Dinas Lingkungan Hidup"]
+
+
+def test_actions_page_shows_the_health_of_a_running_hub(open_page: OpenPage, site: Site, tmp_path: Path) -> None:
+    hub = start_hub(
+        config_path=site.config_path,
+        db_url=site.url,
+        port=site.port,
+        log_path=tmp_path / "hub.log",
+        env={"SIMPUL_GATEWAY_TOKEN": "token-uji"},
+    )
+    try:
+        app = open_page("admin", "views/actions.py", lang="en")
+    finally:
+        hub.terminate()
+        hub.wait(timeout=20)
+
+    assert not app.warning
+    parts = app.dataframe[-1].value
+    outbox = parts[parts["Part"] == "Outbox worker"].iloc[0]
+    assert outbox["Healthy"] == "✅"
+    assert "running: True" in outbox["Detail"]
+    assert "Action executor Outgoing webhook" in set(parts["Part"])

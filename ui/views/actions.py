@@ -37,6 +37,7 @@ chosen = st.multiselect(
     options=STATUSES,
     default=["pending", "failed", "dead"],
     format_func=lambda status: t(f"run.status.{status}", lang),
+    placeholder=t("common.choose", lang),
     key="actions_status",
 )
 runs = queries.list_runs(engine=db, rule_ids=rule_ids, statuses=chosen or STATUSES)
@@ -103,6 +104,17 @@ for source_id, report in sorted(health.get("sources", {}).items()):
             t("actions.detail", lang): ", ".join(
                 f"{key}: {value}" for key, value in report.items() if key != "healthy"
             ),
+        }
+    )
+for action_type, report in sorted(health.get("actions", {}).items()):
+    peers = report.get("targets") or report.get("sources") or {}
+    rows.append(
+        {
+            t(
+                "actions.part", lang
+            ): f"{t('actions.executor', lang)} {t(f'action.{action_type}', lang, default=action_type)}",
+            t("actions.healthy", lang): "✅" if report.get("healthy") else "❌",
+            t("actions.detail", lang): "; ".join(f"{peer}: {value}" for peer, value in sorted(peers.items())),
         }
     )
 for source_id, report in sorted(health.get("commands", {}).items()):

@@ -34,6 +34,7 @@ statuses = filters[0].multiselect(
     options=STATUSES,
     default=["open", "acknowledged"],
     format_func=lambda status: t(f"alert.status.{status}", lang),
+    placeholder=t("common.choose", lang),
     key="alerts_status",
 )
 chosen_agencies = filters[1].multiselect(
@@ -41,6 +42,7 @@ chosen_agencies = filters[1].multiselect(
     options=agency_ids,
     default=agency_ids,
     format_func=lambda agency_id: agencies[agency_id].name,
+    placeholder=t("common.choose", lang),
     key="alerts_agency",
 )
 alerts = queries.list_alerts(engine=db, agency_ids=chosen_agencies, statuses=statuses or STATUSES)
@@ -62,7 +64,7 @@ table = pd.DataFrame(
             t("common.severity", lang): t(f"severity.{alert.severity}", lang),
             t("common.rule", lang): alert.rule_name,
             t("common.device", lang): alert.device_id,
-            t("common.value", lang): alert.value,
+            t("common.value", lang): alert.value if alert.value is not None else "–",
             t("alerts.opened", lang): when(alert, alert.opened_at),
             t("alerts.flapping", lang): "⚠" if alert.flapping else "",
             t("common.message", lang): alert.message,

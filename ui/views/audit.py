@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import streamlit as st
 
+from rules.config_edit import list_config_commits
 from rules.store import queries
 from ui import context, format
 from ui.text import t
@@ -19,12 +20,25 @@ zone = config.simpul.timezone
 
 st.title(t("nav.audit", lang))
 
+commits = list_config_commits(context.config_path(), limit=30)
+if commits:
+    st.subheader(t("audit.commits", lang))
+    for commit in commits:
+        title = (
+            f"{format.when(commit.authored_at, zone, lang)} · {commit.author_name} · {commit.message.splitlines()[0]}"
+        )
+        with st.expander(title):
+            st.caption(t("audit.commit", lang, commit=commit.id[:12]) + f" · {commit.author_email}")
+            st.code(commit.diff, language="diff")
+
+st.subheader(t("audit.entries", lang))
 entries = queries.list_audit(engine=db, limit=300)
 actions = sorted({entry.action for entry in entries})
 chosen = st.multiselect(
     t("audit.actions", lang),
     options=actions,
     format_func=lambda action: t(f"audit.action.{action}", lang, default=action),
+    placeholder=t("common.choose", lang),
     key="audit_actions",
 )
 shown = [entry for entry in entries if not chosen or entry.action in chosen]
@@ -51,8 +65,9 @@ st.dataframe(
     width="stretch",
 )
 
+# Outside git, the audit entries of saves from the pages are the only record of their diffs.
 changes = [entry for entry in shown if entry.detail.get("diff")]
-if changes:
+if changes and not commits:
     st.subheader(t("audit.config_changes", lang))
     for entry in changes[:20]:
         title = (

@@ -1,0 +1,60 @@
+"""The rule form's conversion between a rule and its field values."""
+
+from __future__ import annotations
+
+import pytest
+
+from rules.config_edit import ConfigEditor
+from tests.ui.conftest import ROOT
+from ui.rule_form import rule_from_state, state_from_rule
+
+EDITOR = ConfigEditor.load(ROOT / "config.yaml")
+
+
+@pytest.mark.parametrize("rule_id", EDITOR.rule_ids())
+def test_an_untouched_form_gives_back_the_rule_unchanged(rule_id: str) -> None:
+    editor = ConfigEditor.load(ROOT / "config.yaml")
+    original = editor.get_rule(rule_id)
+
+    changed = editor.replace_rule(rule_id, rule_from_state(state_from_rule(original), original))
+
+    assert changed == []
+    assert editor.render() == editor.loaded_text
+
+
+def test_a_threshold_from_an_attribute_stays_an_attribute() -> None:
+    original = EDITOR.get_rule("siaga-2")
+    state = state_from_rule(original)
+    state["for"] = "10m"
+
+    rule = rule_from_state(state, original)
+
+    assert rule["when"] == {
+        "kind": "water_level",
+        "metric": "level",
+        "at_least": {"attribute": "siaga_2"},
+        "for": "10m",
+    }
+
+
+def test_turning_off_the_clear_condition_keeps_its_duration_only() -> None:
+    original = EDITOR.get_rule("manggarai-siaga-2")
+    state = state_from_rule(original)
+    state["clear_on"] = False
+
+    rule = rule_from_state(state, original)
+
+    assert rule["clear"] == {"for": "30m"}
+
+
+def test_whole_number_thresholds_are_written_without_a_fraction() -> None:
+    original = EDITOR.get_rule("manggarai-siaga-2")
+    state = state_from_rule(original)
+    state["value"] = 800.0
+    state["op"] = "above"
+
+    rule = rule_from_state(state, original)
+
+    assert rule["when"]["above"] == 800
+    assert isinstance(rule["when"]["above"], int)
+    assert "at_least" not in rule["when"]
