@@ -11,6 +11,7 @@ values are text, so booleans found where a state is expected are read back as ``
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -895,7 +896,7 @@ class HomeAssistantAction(Model):
     @classmethod
     def _check_data(cls, value: Any) -> Any:
         # YAML reads a bare 2025-01-06 as a date, which JSON cannot carry.
-        for item in _leaves(value):
+        for _path, item in json_leaves(value):
             if not isinstance(item, (str, int, float, bool)) and item is not None:
                 raise config_error(
                     "home_assistant_data_value",
@@ -910,13 +911,16 @@ class HomeAssistantAction(Model):
         return domain, service
 
 
-def _leaves(value: Any) -> list[Any]:
-    """Return the values inside nested mappings and lists."""
+def json_leaves(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], Any]]:
+    """Yield the key path (below ``path``) and the value of every leaf inside nested mappings and lists."""
     if isinstance(value, dict):
-        return [leaf for item in value.values() for leaf in _leaves(item)]
-    if isinstance(value, list):
-        return [leaf for item in value for leaf in _leaves(item)]
-    return [value]
+        for key, item in value.items():
+            yield from json_leaves(item, (*path, str(key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from json_leaves(item, (*path, index))
+    else:
+        yield path, value
 
 
 class LogAction(Model):

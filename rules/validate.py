@@ -18,7 +18,7 @@ import difflib
 import math
 import re
 import string
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import NoneType, UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -47,6 +47,7 @@ from rules.config import (
     SimulatedSource,
     Source,
     WebhookTarget,
+    json_leaves,
 )
 from rules.problems import KeyPath, ProblemList, is_secret_key
 
@@ -810,12 +811,10 @@ class _References:
         if source is not None and not isinstance(source, HomeAssistantSource):
             self.problems.add(source_path, "action_source_not_home_assistant", id=action.source, type=source.type)
 
-        if isinstance(action.entity_id, str):
-            self._check_template((*path, "entity_id"), action.entity_id)
-        for position, entity_id in enumerate(action.entity_id if isinstance(action.entity_id, list) else []):
-            self._check_template((*path, "entity_id", position), entity_id)
-        for data_path, text in _texts(action.data, (*path, "data")):
-            self._check_template(data_path, text)
+        texts = [*json_leaves(action.entity_id, (*path, "entity_id")), *json_leaves(action.data, (*path, "data"))]
+        for text_path, text in texts:
+            if isinstance(text, str):
+                self._check_template(text_path, text)
 
     def _check_via(self, path: KeyPath, source_id: str, source_by_id: dict[str, Source]) -> None:
         source = self._find_source(path, source_id, source_by_id, "unknown_command_source")
@@ -1058,18 +1057,6 @@ def _raw_tags(raw: Any) -> set[str]:
             if isinstance(device_tags, list):
                 tags.update(tag for tag in device_tags if isinstance(tag, str))
     return tags
-
-
-def _texts(value: Any, path: KeyPath) -> Iterator[tuple[KeyPath, str]]:
-    """Yield the key path and text of every string inside nested mappings and lists."""
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _texts(item, (*path, str(key)))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _texts(item, (*path, index))
 
 
 def _resolve(threshold: float | AttributeRef | None, device: Device) -> float | None:
