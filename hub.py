@@ -347,10 +347,10 @@ def command_runs(args: argparse.Namespace) -> int:
 
     with _store(args) as db:
         if args.action == "list":
-            print(f"{'id':>6}  {'status':<10} {'type':<10} {'attempts':>8}  rule @ device -> target: last error")
+            print(f"{'id':>6}  {'status':<10} {'type':<14} {'attempts':>8}  rule @ device -> target: last error")
             for run in ops.list_action_runs(engine=db, status=args.status, limit=args.limit):
                 print(
-                    f"{run.id:>6}  {run.status:<10} {run.type:<10} {run.attempts:>8}  "
+                    f"{run.id:>6}  {run.status:<10} {run.type:<14} {run.attempts:>8}  "
                     f"{run.rule_id} @ {run.device_id} -> {run.target or '-'}: {run.last_error or ''}"
                 )
             return 0
