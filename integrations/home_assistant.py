@@ -396,6 +396,20 @@ class HomeAssistantExecutor:
         }
         return {"healthy": all(state["connected"] for state in sources.values()), "sources": sources}
 
+    def use_sources(self, sources: Iterable[HomeAssistantSource]) -> None:
+        """Switch to the home_assistant sources of a reloaded config.
+
+        When a source with an open connection changed or is gone, every connection is closed,
+        because they share one event loop; the next run through each source opens it again.
+        """
+        new = {source.id: source for source in sources}
+        with self._lock:
+            changed = any(new.get(source_id) != self.sources.get(source_id) for source_id in self._connections)
+        if changed:
+            self.close()
+        with self._lock:
+            self.sources = new
+
     def close(self) -> None:
         with self._lock:
             loop_thread = self._loop_thread

@@ -397,6 +397,17 @@ class MqttCommandExecutor:
             for source_id, connection in connections.items()
         }
 
+    def use_sources(self, sources: Iterable[MqttSource]) -> None:
+        """Switch to the mqtt sources of a reloaded config; close the clients of sources that changed
+        or are gone, so the next run through them connects with the new settings."""
+        new = {source.id: source for source in sources}
+        with self._lock:
+            stale = [source_id for source_id in self._connections if new.get(source_id) != self.sources.get(source_id)]
+            closing = [self._connections.pop(source_id) for source_id in stale]
+            self.sources = new
+        for connection in closing:
+            connection.close()
+
     def close(self) -> None:
         with self._lock:
             connections = list(self._connections.values())

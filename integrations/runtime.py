@@ -51,9 +51,6 @@ def run_hub(
     node_red = NodeRedExecutor(NodeRedSettings.from_env())
     # These two open a request per attempt, so their health is what the latest attempts found.
     http_actions = {"webhook": ReportingExecutor(webhooks), "node_red": ReportingExecutor(node_red)}
-    # NOTE: a reload (SIGHUP) does not update the sources of these executors, so commands through an
-    # mqtt source and service calls through a home_assistant source added by the reload fail as dead
-    # runs until the hub restarts.
     commands = MqttCommandExecutor(source for source in config.sources if isinstance(source, MqttSource))
     service_calls = HomeAssistantExecutor(
         source for source in config.sources if isinstance(source, HomeAssistantSource)
@@ -98,7 +95,14 @@ def run_hub(
         }
 
     if config_path is not None:
-        watcher = ConfigWatcher(config_path, lambda: _reload(pipeline, db, config_path))
+
+        def use_config(new: Config) -> None:
+            pipeline.reload(new)
+            webhooks.targets = {target.id: target for target in new.webhooks}
+            commands.use_sources(source for source in new.sources if isinstance(source, MqttSource))
+            service_calls.use_sources(source for source in new.sources if isinstance(source, HomeAssistantSource))
+
+        watcher = ConfigWatcher(config_path, lambda: _reload(use_config, db, config_path))
         stops.append(watcher.start())
         signal.signal(signal.SIGHUP, lambda _signum, _frame: watcher.request_reload())
 
@@ -132,8 +136,13 @@ def _exit_on_sigterm(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
 
-def _reload(pipeline: Pipeline, db: Engine, config_path: Path) -> None:
-    """Load the config again and switch the pipeline to it, unless the file has problems."""
+def _reload(use_config: Callable[[Config], None], db: Engine, config_path: Path) -> None:
+    """Load the config again and switch the pipeline and the action executors to it, unless the file
+    has problems.
+
+    NOTE: sources that a reload adds, changes or removes do not start or stop their feeds; the
+    hub reads mqtt and home_assistant sources for readings as they were when it started.
+    """
     loaded = load_config(config_path)
     if loaded.problems:
         for problem in loaded.problems:
@@ -144,7 +153,7 @@ def _reload(pipeline: Pipeline, db: Engine, config_path: Path) -> None:
             len(loaded.problems),
         )
         return
-    pipeline.reload(loaded.config)
+    use_config(loaded.config)
     ops.record_audit(engine=db, actor="simpul", action="config_reloaded", target=str(config_path), detail={})
     logger.info("config reloaded from %s", config_path)
 

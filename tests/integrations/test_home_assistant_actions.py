@@ -441,3 +441,18 @@ def test_run_is_dead_after_the_source_max_attempts(
     assert failed.status == ops.RUN_FAILED
     assert only_run(db).status == ops.RUN_DEAD
     assert only_run(db).attempts == 2
+
+
+def test_source_added_by_a_reload_calls_services(db: DbEngine, entities: FakeHomeAssistant) -> None:
+    config = loaded_config(entities.url)
+    fire(Pipeline(config, db, event_clock=True))
+    executor = HomeAssistantExecutor([])
+    try:
+        executor.use_sources(ha_sources(config))
+        handled = OutboxWorker(db, {"home_assistant": executor}).run_once()
+    finally:
+        executor.close()
+
+    assert handled == 2
+    assert [run.status for run in fetch_action_runs(db)] == [ops.RUN_SUCCEEDED, ops.RUN_SUCCEEDED]
+    assert entities.states["switch.pompa_manggarai"]["state"] == "on"

@@ -342,3 +342,23 @@ def test_flapping_holds_then_releases_commands(db: DbEngine, prefix: str) -> Non
     assert released.target == "pompa-manggarai-1"
     assert released.payload["topic"] == f"{prefix}/pompa/pompa-manggarai-1/set"
     assert released.payload["payload"] == "ON"
+
+
+def test_reloaded_sources_reach_the_new_broker(
+    db: DbEngine, prefix: str, subscriber: Subscriber, executors: list[MqttCommandExecutor]
+) -> None:
+    down = loaded_config(prefix, port=closed_port())
+    fire(Pipeline(down, db, event_clock=True))
+    executor = MqttCommandExecutor(mqtt_sources(down), connect_timeout_seconds=WAIT_SECONDS)
+    executors.append(executor)
+    worker = OutboxWorker(db, {"command": executor})
+    worker.run_once()
+    failed = only_run(db)
+
+    executor.use_sources(mqtt_sources(loaded_config(prefix)))
+    assert worker.run_once(failed.next_attempt_at) == 1
+    assert wait_until(lambda: len(subscriber.messages) >= 1), "the subscriber received no command"
+
+    assert failed.status == ops.RUN_FAILED
+    assert subscriber.payloads() == [b"ON"]
+    assert only_run(db).status == ops.RUN_SUCCEEDED
