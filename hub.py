@@ -467,6 +467,8 @@ def _streamlit(config_path: str, db: str | None, host: str, port: int) -> tuple[
     app = Path(__file__).resolve().parent / "ui" / "app.py"
     command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", host]
     command += ["--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    # Staff see the pages only, without Streamlit's deploy and developer menu entries.
+    command += ["--client.toolbarMode", "viewer"]
     return command, environment
 
 

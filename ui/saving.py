@@ -45,9 +45,9 @@ def save(editor: ConfigEditor, *, member: Staff, db: Engine, lang: str) -> SaveR
         st.error(t("save.conflict", lang))
         left, right = st.columns(2)
         left.caption(t("save.on_disk", lang))
-        left.code(error.disk_text, language="yaml")
+        left.code(error.disk_text, language="yaml", wrap_lines=True)
         right.caption(t("save.yours", lang))
-        right.code(error.new_text, language="yaml")
+        right.code(error.new_text, language="yaml", wrap_lines=True)
     except ConfigEditError as error:
         st.error(error.message(lang))
     return None

@@ -92,7 +92,7 @@ if health is None:
 rows = [
     {
         t("actions.part", lang): t("actions.outbox", lang),
-        t("actions.healthy", lang): "✅" if health.get("outbox", {}).get("healthy") else "❌",
+        t("actions.healthy", lang): bool(health.get("outbox", {}).get("healthy")),
         t("actions.detail", lang): ", ".join(f"{key}: {value}" for key, value in health.get("outbox", {}).items()),
     }
 ]
@@ -100,7 +100,7 @@ for source_id, report in sorted(health.get("sources", {}).items()):
     rows.append(
         {
             t("actions.part", lang): f"{t('actions.source', lang)} {source_id}",
-            t("actions.healthy", lang): "✅" if report.get("healthy") else "❌",
+            t("actions.healthy", lang): bool(report.get("healthy")),
             t("actions.detail", lang): ", ".join(
                 f"{key}: {value}" for key, value in report.items() if key != "healthy"
             ),
@@ -113,7 +113,7 @@ for action_type, report in sorted(health.get("actions", {}).items()):
             t(
                 "actions.part", lang
             ): f"{t('actions.executor', lang)} {t(f'action.{action_type}', lang, default=action_type)}",
-            t("actions.healthy", lang): "✅" if report.get("healthy") else "❌",
+            t("actions.healthy", lang): bool(report.get("healthy")),
             t("actions.detail", lang): "; ".join(f"{peer}: {value}" for peer, value in sorted(peers.items())),
         }
     )
@@ -121,7 +121,7 @@ for source_id, report in sorted(health.get("commands", {}).items()):
     rows.append(
         {
             t("actions.part", lang): f"{t('actions.commands', lang)} {source_id}",
-            t("actions.healthy", lang): "✅" if report.get("connected") else "❌",
+            t("actions.healthy", lang): bool(report.get("connected")),
             t("actions.detail", lang): report.get("last_error") or "",
         }
     )

@@ -66,7 +66,7 @@ table = pd.DataFrame(
             t("common.device", lang): alert.device_id,
             t("common.value", lang): alert.value if alert.value is not None else "–",
             t("alerts.opened", lang): when(alert, alert.opened_at),
-            t("alerts.flapping", lang): "⚠" if alert.flapping else "",
+            t("alerts.flapping", lang): bool(alert.flapping),
             t("common.message", lang): alert.message,
         }
         for alert in alerts

@@ -29,7 +29,7 @@ if commits:
         )
         with st.expander(title):
             st.caption(t("audit.commit", lang, commit=commit.id[:12]) + f" · {commit.author_email}")
-            st.code(commit.diff, language="diff")
+            st.code(commit.diff, language="diff", wrap_lines=True)
 
 st.subheader(t("audit.entries", lang))
 entries = queries.list_audit(engine=db, limit=300)
@@ -76,4 +76,4 @@ if changes and not commits:
         with st.expander(title):
             if entry.detail.get("commit"):
                 st.caption(t("audit.commit", lang, commit=str(entry.detail["commit"])[:12]))
-            st.code(entry.detail["diff"], language="diff")
+            st.code(entry.detail["diff"], language="diff", wrap_lines=True)

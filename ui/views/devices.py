@@ -188,7 +188,7 @@ if instances:
                     t("common.state", lang): t(f"instance.{instance.state}", lang),
                     t("devices.since", lang): format.when(instance.since, zone, lang),
                     t("devices.last_fired", lang): format.when(instance.last_fired_at, zone, lang),
-                    t("alerts.flapping", lang): "⚠" if instance.flapping else "",
+                    t("alerts.flapping", lang): bool(instance.flapping),
                 }
                 for instance in instances
             ]

@@ -53,7 +53,7 @@ st.dataframe(
                 t("rules.name", lang): rule.name,
                 t("common.agency", lang): agencies[rule.agency].name if rule.agency in agencies else rule.agency,
                 t("common.severity", lang): t(f"severity.{rule.severity}", lang),
-                t("rules.enabled", lang): "✅" if rule.enabled else "–",
+                t("rules.enabled", lang): bool(rule.enabled),
                 t("rules.firing_now", lang): states[rule.id]["firing"] + states[rule.id]["clearing"],
                 t("rules.pending_now", lang): states[rule.id]["pending"],
                 t("rules.last_firing", lang): format.when(
@@ -88,7 +88,7 @@ rule_agency = next((rule.agency for rule in visible if rule.id == chosen), edita
 if chosen != NEW and (rule_agency not in editable or chosen not in editor.rule_ids()):
     st.caption(t("rules.read_only", lang))
     if chosen in editor.rule_ids():
-        st.code(editor.rule_yaml(chosen), language="yaml")
+        st.code(editor.rule_yaml(chosen), language="yaml", wrap_lines=True)
     st.stop()
 
 original: dict[str, Any]
@@ -132,7 +132,7 @@ with form:
 with preview:
     st.subheader(t("rules.preview", lang))
     try:
-        st.code(render_rule_yaml(draft), language="yaml")
+        st.code(render_rule_yaml(draft), language="yaml", wrap_lines=True)
     except ConfigEditError as error:
         st.caption(error.message(lang))
     if editor.changes:

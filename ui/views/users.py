@@ -48,7 +48,7 @@ st.dataframe(
                 t("users.roles", lang): ", ".join(
                     f"{agency_name(key)}: {t(f'role.{role}', lang)}" for key, role in sorted(account.roles.items())
                 ),
-                t("users.active", lang): "✅" if account.active else "–",
+                t("users.active", lang): bool(account.active),
             }
             for account in accounts
         ]
