@@ -17,6 +17,8 @@ ZONE_NAMES = {
     "Asia/Jayapura": "WIT",
 }
 DATE_TIME_PATTERN = {"id": "d MMM y HH.mm", "en": "d MMM y HH:mm"}
+# Chart axes use d3 time formats, which name months in English only, so the dates are numeric.
+CHART_TIME = {"id": "%d/%m %H.%M", "en": "%d/%m %H:%M"}
 
 
 def zone_name(zone: str) -> str:

@@ -408,6 +408,12 @@ LABELS: dict[str, dict[str, str]] = {
         "en": "Change the threshold or duration here to try it; full changes are made on the Rules page.",
     },
     "backtest.threshold": {"id": "Ambang baru, {test}", "en": "New threshold, {test}"},
+    "backtest.attribute_threshold": {
+        "id": "Ambang aturan ini diambil dari atribut {attribute} tiap perangkat; ubah nilainya di halaman "
+        "Perangkat, atau ubah aturannya di halaman Aturan.",
+        "en": "This rule takes its threshold from each device's {attribute} attribute; change the values on the "
+        "Devices page, or the rule on the Rules page.",
+    },
     "backtest.period": {"id": "Periode riwayat", "en": "History period"},
     "backtest.pick_end": {"id": "Pilih tanggal akhir juga.", "en": "Pick the end date too."},
     "backtest.run": {"id": "Jalankan uji", "en": "Run the test"},

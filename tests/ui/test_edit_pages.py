@@ -166,7 +166,7 @@ def test_device_page_charts_readings_with_thresholds_and_lists_instances(open_pa
 
     app.selectbox(key="devices_chosen").select("manggarai").run()
 
-    assert [metric.value for metric in app.metric][:1] == ["Aktif (menyala)"]
+    assert "**Keadaan:** Aktif (menyala)" in [item.value.split(" · ")[0] for item in app.markdown]
     chart = app.get("vega_lite_chart")[0].proto.SerializeToString().decode("utf-8", "replace")
     assert "Manggarai Siaga 2: ≥ 850" in chart
     assert "Manggarai Siaga 2: pulih bila < 800" in chart

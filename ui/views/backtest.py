@@ -79,6 +79,17 @@ else:
         )
         if float(when[test]).is_integer():
             when[test] = int(when[test])
+    else:
+        attribute = next(
+            (
+                when[name]["attribute"]
+                for name in QUICK_TESTS
+                if isinstance(when.get(name), dict) and "attribute" in when[name]
+            ),
+            None,
+        )
+        if attribute is not None:
+            first.caption(t("backtest.attribute_threshold", lang, attribute=attribute))
     when["for"] = second.text_input(
         t("rules.for", lang), value=str(when.get("for", "0s")), key=f"backtest_for_{chosen}"
     )
@@ -180,7 +191,11 @@ if devices:
             "value": [point.value for point in points],
         }
     )
-    line = alt.Chart(values).mark_line().encode(x=f"{axis_time}:T", y=alt.Y("value:Q", scale=alt.Scale(zero=False)))
+    time_axis = alt.X(f"{axis_time}:T", axis=alt.Axis(format=format.CHART_TIME[lang]))
+    metric = after.when.metric or ""
+    line = (
+        alt.Chart(values).mark_line().encode(x=time_axis, y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)))
+    )
     variant_name = t("backtest.variant", lang)
     marks = pd.DataFrame(
         [
@@ -194,7 +209,7 @@ if devices:
     openings = (
         alt.Chart(marks)
         .mark_rule(strokeWidth=2)
-        .encode(x=f"{axis_time}:T", color=alt.Color(f"{variant_name}:N", legend=alt.Legend(orient="bottom")))
+        .encode(x=time_axis, color=alt.Color(f"{variant_name}:N", legend=alt.Legend(orient="bottom", labelLimit=0)))
     )
     device = next(device for device in config.devices if device.id == device_id)
     levels = []

@@ -45,15 +45,29 @@ tags = sorted({tag for status in statuses for tag in status.device.tags})
 
 filters = st.columns([2, 2, 2, 2, 3])
 chosen_agencies = filters[0].multiselect(
-    t("common.agency", lang), agency_ids, format_func=lambda key: agencies[key].name, key="devices_agency"
+    t("common.agency", lang),
+    agency_ids,
+    format_func=lambda key: agencies[key].name,
+    placeholder=t("common.choose", lang),
+    key="devices_agency",
 )
 chosen_kinds = filters[1].multiselect(
-    t("devices.kind", lang), kinds, format_func=lambda key: config.kinds[key].name or key, key="devices_kind"
+    t("devices.kind", lang),
+    kinds,
+    format_func=lambda key: config.kinds[key].name or key,
+    placeholder=t("common.choose", lang),
+    key="devices_kind",
 )
 chosen_states = filters[2].multiselect(
-    t("common.state", lang), desk.DEVICE_STATES, format_func=lambda key: t(f"state.{key}", lang), key="devices_state"
+    t("common.state", lang),
+    desk.DEVICE_STATES,
+    format_func=lambda key: t(f"state.{key}", lang),
+    placeholder=t("common.choose", lang),
+    key="devices_state",
 )
-chosen_tags = filters[3].multiselect(t("devices.tag", lang), tags, key="devices_tag")
+chosen_tags = filters[3].multiselect(
+    t("devices.tag", lang), tags, placeholder=t("common.choose", lang), key="devices_tag"
+)
 search = filters[4].text_input(t("devices.search", lang), key="devices_search").strip().lower()
 
 shown = [
@@ -101,11 +115,13 @@ zone = context.agency_zone(device.agency)
 kind = config.kinds[device.kind]
 
 st.header(device.name)
-facts = st.columns(4)
-facts[0].metric(t("common.state", lang), t(f"state.{status.state}", lang))
-facts[1].metric(t("common.last_seen", lang), format.ago(status.last_seen, now, lang))
-facts[2].metric(t("devices.kind", lang), kind.name or device.kind)
-facts[3].metric(t("common.agency", lang), agencies[device.agency].name)
+facts = [
+    (t("common.state", lang), t(f"state.{status.state}", lang)),
+    (t("common.last_seen", lang), format.ago(status.last_seen, now, lang)),
+    (t("devices.kind", lang), kind.name or device.kind),
+    (t("common.agency", lang), agencies[device.agency].name),
+]
+st.markdown(" · ".join(f"**{label}:** {value}" for label, value in facts))
 if device.location is not None:
     address = f" · {device.location.address}" if device.location.address else ""
     st.caption(f"{device.location.lat:.6f}, {device.location.lon:.6f}{address}")
@@ -125,6 +141,7 @@ readings = ops.list_readings(
 )
 local = ZoneInfo(zone)
 axis_time = t("devices.time", lang, zone=format.zone_name(zone))
+time_axis = alt.X(f"{axis_time}:T", axis=alt.Axis(format=format.CHART_TIME[lang]))
 
 for metric_name, metric in kind.metrics.items():
     points = [reading for reading in readings if reading.metric == metric_name]
@@ -143,13 +160,13 @@ for metric_name, metric in kind.metrics.items():
     )
     if metric.is_state:
         chart = alt.Chart(values).mark_line(interpolate="step-after", point=True)
-        chart = chart.encode(x=alt.X(f"{axis_time}:T"), y=alt.Y(f"{metric_name}:N"))
+        chart = chart.encode(x=time_axis, y=alt.Y(f"{metric_name}:N", title=metric_name))
         st.altair_chart(chart, width="stretch")
         continue
     chart = (
         alt.Chart(values)
         .mark_line(point=len(points) < 200)
-        .encode(x=alt.X(f"{axis_time}:T"), y=alt.Y(f"{metric_name}:Q", scale=alt.Scale(zero=False)))
+        .encode(x=time_axis, y=alt.Y(f"{metric_name}:Q", title=f"{metric_name}{unit}", scale=alt.Scale(zero=False)))
     )
     lines = desk.threshold_lines(config, device, metric_name)
     if lines:
@@ -169,7 +186,9 @@ for metric_name, metric in kind.metrics.items():
             .mark_rule(strokeWidth=2)
             .encode(
                 y="value:Q",
-                color=alt.Color(f"{t('devices.threshold', lang)}:N", legend=alt.Legend(orient="bottom", columns=1)),
+                color=alt.Color(
+                    f"{t('devices.threshold', lang)}:N", legend=alt.Legend(orient="bottom", columns=1, labelLimit=0)
+                ),
                 strokeDash=alt.condition("datum.dash", alt.value([6, 4]), alt.value([1, 0])),
             )
         )
