@@ -59,7 +59,7 @@ LABELS: dict[str, dict[str, str]] = {
     "common.note": {"id": "Catatan", "en": "Note"},
     "common.save": {"id": "Simpan", "en": "Save"},
     # Placeholder of an empty multiselect, which Streamlit would otherwise show in English.
-    "common.choose": {"id": "Pilih satu atau lebih", "en": "Choose one or more"},
+    "common.choose": {"id": "Pilih", "en": "Choose"},
     "common.last_seen": {"id": "Terakhir terlihat", "en": "Last seen"},
     "common.no_agency": {
         "id": "Akun Anda belum punya peran di instansi mana pun. Minta admin instansi menambahkannya.",
