@@ -205,5 +205,6 @@ def test_actions_page_shows_the_health_of_a_running_hub(open_page: OpenPage, sit
     parts = app.dataframe[-1].value
     outbox = parts[parts["Part"] == "Outbox worker"].iloc[0]
     assert outbox["Healthy"]
-    assert "running: True" in outbox["Detail"]
+    assert "running: yes" in outbox["Detail"]
+    assert "last poll: " in outbox["Detail"]
     assert "Action executor Outgoing webhook" in set(parts["Part"])

@@ -4,6 +4,9 @@ health of each integration as the running hub reports it.
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
@@ -89,40 +92,42 @@ if health is None:
     st.warning(t("actions.hub_down", lang, port=config.simpul.port))
     st.stop()
 
-rows = [
-    {
-        t("actions.part", lang): t("actions.outbox", lang),
-        t("actions.healthy", lang): bool(health.get("outbox", {}).get("healthy")),
-        t("actions.detail", lang): ", ".join(f"{key}: {value}" for key, value in health.get("outbox", {}).items()),
+
+def describe(report: dict[str, Any]) -> str:
+    """Render a health report as ``label: value`` pairs in the page's language, times in the hub's zone."""
+    parts = []
+    for key, value in report.items():
+        if key == "healthy" or value is None or value == {}:
+            continue
+        if isinstance(value, bool):
+            shown = t("common.yes" if value else "common.no", lang)
+        elif isinstance(value, dict):
+            shown = "; ".join(
+                f"{name} ({describe(inner) if isinstance(inner, dict) else inner})" for name, inner in value.items()
+            )
+        elif isinstance(value, str) and key.endswith("_at"):
+            shown = format.when(datetime.fromisoformat(value), zone, lang)
+        else:
+            shown = format.number(value, lang, 0) if isinstance(value, int) else str(value)
+        parts.append(f"{t(f'health.{key}', lang, default=key.replace('_', ' '))}: {shown}")
+    return ", ".join(parts)
+
+
+def row(part: str, healthy: bool, report: dict[str, Any]) -> dict[str, Any]:
+    return {
+        t("actions.part", lang): part,
+        t("actions.healthy", lang): healthy,
+        t("actions.detail", lang): describe(report),
     }
-]
+
+
+outbox = health.get("outbox", {})
+rows = [row(t("actions.outbox", lang), bool(outbox.get("healthy")), outbox)]
 for source_id, report in sorted(health.get("sources", {}).items()):
-    rows.append(
-        {
-            t("actions.part", lang): f"{t('actions.source', lang)} {source_id}",
-            t("actions.healthy", lang): bool(report.get("healthy")),
-            t("actions.detail", lang): ", ".join(
-                f"{key}: {value}" for key, value in report.items() if key != "healthy"
-            ),
-        }
-    )
+    rows.append(row(f"{t('actions.source', lang)} {source_id}", bool(report.get("healthy")), report))
 for action_type, report in sorted(health.get("actions", {}).items()):
-    peers = report.get("targets") or report.get("sources") or {}
-    rows.append(
-        {
-            t(
-                "actions.part", lang
-            ): f"{t('actions.executor', lang)} {t(f'action.{action_type}', lang, default=action_type)}",
-            t("actions.healthy", lang): bool(report.get("healthy")),
-            t("actions.detail", lang): "; ".join(f"{peer}: {value}" for peer, value in sorted(peers.items())),
-        }
-    )
+    name = t(f"action.{action_type}", lang, default=action_type)
+    rows.append(row(f"{t('actions.executor', lang)} {name}", bool(report.get("healthy")), report))
 for source_id, report in sorted(health.get("commands", {}).items()):
-    rows.append(
-        {
-            t("actions.part", lang): f"{t('actions.commands', lang)} {source_id}",
-            t("actions.healthy", lang): bool(report.get("connected")),
-            t("actions.detail", lang): report.get("last_error") or "",
-        }
-    )
+    rows.append(row(f"{t('actions.commands', lang)} {source_id}", bool(report.get("connected")), report))
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
