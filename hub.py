@@ -389,8 +389,14 @@ def _read_password(variable: str | None) -> str | None:
             print(f"error: the environment variable {variable} is not set or empty", file=sys.stderr)
             return None
         return value
+    if not sys.stdin.isatty():
+        print(
+            "error: no terminal to type the password in; set one with --password-env VARIABLE instead", file=sys.stderr
+        )
+        return None
     first = getpass.getpass("New password: ")
-    if getpass.getpass("Repeat the password: ") != first:
+    repeated = getpass.getpass("Repeat the password: ")
+    if repeated != first:
         print("error: the two passwords differ; nothing was changed", file=sys.stderr)
         return None
     return first

@@ -37,8 +37,13 @@ def pick_source(config: Config, source_id: str | None) -> FileSource:
                 return source
         known = ", ".join(source.id for source in file_sources) or "none"
         raise ReplayError(f"no file source {source_id!r} in the config (file sources: {known})")
-    if len(file_sources) != 1:
-        known = ", ".join(source.id for source in file_sources) or "none"
+    if not file_sources:
+        raise ReplayError(
+            "the config has no file source: add a source with type: file that describes the file's "
+            "columns (see the configs in examples/), or pass one of those configs with --config"
+        )
+    if len(file_sources) > 1:
+        known = ", ".join(source.id for source in file_sources)
         raise ReplayError(f"the config has {len(file_sources)} file sources ({known}); choose one with --source ID")
     return file_sources[0]
 

@@ -52,10 +52,23 @@ def _offline_after(config: Config, device: Device) -> timedelta | None:
     return None if kind is None else kind.offline_after
 
 
+def visible_devices(config: Config, agency_ids: list[str]) -> set[str]:
+    """Return the ids of the devices of ``agency_ids`` and of the devices their rules watch.
+
+    A disaster office whose rules watch another department's river gauges sees those gauges,
+    because its alerts are about them; changing them still needs a role in their own agency.
+    """
+    own = {device.id for device in config.devices if device.agency in agency_ids}
+    watched = {
+        device.id for rule in config.rules if rule.agency in agency_ids for device in select_devices(config, rule)
+    }
+    return own | watched
+
+
 def device_statuses(
     *, config: Config, engine: Engine, agency_ids: list[str], now: datetime | None = None
 ) -> list[DeviceStatus]:
-    """The state of every device of ``agency_ids``, worst first and then by name.
+    """Return the state of every device visible to ``agency_ids``, worst first and then by name.
 
     A device is firing while any of its rule instances is firing or clearing, offline when
     its offline rule fires or it has been silent for longer than its ``offline_after``,
@@ -69,9 +82,10 @@ def device_statuses(
     for instance in queries.list_instances(engine=engine):
         by_device.setdefault(instance.device_id, []).append((instance.rule_id, instance.state))
 
+    visible = visible_devices(config, agency_ids)
     statuses = []
     for device in config.devices:
-        if device.agency not in agency_ids:
+        if device.id not in visible:
             continue
         instances = by_device.get(device.id, [])
         active = {state for rule_id, state in instances if rule_id not in offline_rules}

@@ -158,3 +158,30 @@ def test_users_add_refuses_an_unknown_agency_in_the_config_language(
 
     assert code == 1
     assert "instansi dinas-pu tidak dikenal" in capsys.readouterr().err
+
+
+def test_replay_without_a_file_source_says_how_to_add_one(
+    store: tuple[Path, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config_path, _url = store
+    export = tmp_path / "tma.csv"
+    export.write_text("waktu,manggarai\n2025-01-15 10:00,900\n")
+
+    code = hub.main(["replay", str(export), "--config", str(config_path)])
+
+    assert code != 0
+    assert "the config has no file source: add a source with type: file" in capsys.readouterr().err
+
+
+def test_users_add_without_a_terminal_asks_for_password_env(
+    store: tuple[Path, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    config_path, url = store
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+
+    code = hub.main(["users", "--config", str(config_path), "--db", url, "add", "rina", "--role", "dinas-sda=viewer"])
+
+    assert code == 2
+    assert "set one with --password-env VARIABLE instead" in capsys.readouterr().err

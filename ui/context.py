@@ -35,14 +35,16 @@ def config_path() -> Path:
 
 
 @st.cache_resource(show_spinner=False)
-def _load(path: str, _changed: float) -> Loaded:
+def _load(path: str, changed_ns: int) -> Loaded:
+    # changed_ns is part of the cache key (Streamlit leaves out arguments named with a leading
+    # underscore), so a saved or hand-edited file is read again.
     loaded = load_config(path)
     return Loaded(config=loaded.config, problems=len(loaded.problems))
 
 
 def config() -> Config:
     path = config_path()
-    return _load(str(path), path.stat().st_mtime).config
+    return _load(str(path), path.stat().st_mtime_ns).config
 
 
 @st.cache_resource(show_spinner=False)

@@ -18,7 +18,14 @@ ZONE_NAMES = {
 }
 DATE_TIME_PATTERN = {"id": "d MMM y HH.mm", "en": "d MMM y HH:mm"}
 # Chart axes use d3 time formats, which name months in English only, so the dates are numeric.
+# A chart of under an hour shows seconds, so its ticks do not repeat the same minute.
 CHART_TIME = {"id": "%d/%m %H.%M", "en": "%d/%m %H:%M"}
+CHART_TIME_SHORT = {"id": "%H.%M.%S", "en": "%H:%M:%S"}
+
+
+def chart_time(lang: str, span: timedelta) -> str:
+    """Return the d3 time format for a chart axis that covers ``span``."""
+    return CHART_TIME_SHORT[lang] if span < timedelta(hours=1) else CHART_TIME[lang]
 
 
 def zone_name(zone: str) -> str:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-# Device state -> (map colour, Streamlit text colour for the legend).
+# Device state -> map and legend colour.
 STATE_COLOURS = {
-    "firing": ("#d62728", "red"),
-    "offline": ("#6f42c1", "violet"),
-    "pending": ("#ff9f1c", "orange"),
-    "normal": ("#2ca02c", "green"),
-    "no_data": ("#9e9e9e", "gray"),
-    "disabled": ("#cfcfcf", "gray"),
+    "firing": "#d62728",
+    "offline": "#6f42c1",
+    "pending": "#ff9f1c",
+    "normal": "#2ca02c",
+    "no_data": "#8c8c8c",
+    "disabled": "#d9d9d9",
 }
 
 LABELS: dict[str, dict[str, str]] = {
@@ -69,7 +69,7 @@ LABELS: dict[str, dict[str, str]] = {
     "severity.high": {"id": "Tinggi", "en": "High"},
     "severity.medium": {"id": "Sedang", "en": "Medium"},
     "severity.low": {"id": "Rendah", "en": "Low"},
-    "state.firing": {"id": "Aktif (menyala)", "en": "Firing"},
+    "state.firing": {"id": "Menyala", "en": "Firing"},
     "state.offline": {"id": "Offline", "en": "Offline"},
     "state.pending": {"id": "Menunggu durasi", "en": "Pending"},
     "state.normal": {"id": "Normal", "en": "Normal"},

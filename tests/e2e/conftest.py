@@ -182,7 +182,7 @@ def _make_repository(repo: Path, hub_port: int) -> Path:
     hub (for the integrations' health) at that port.
     """
     repo.mkdir()
-    text = (ROOT / "config.yaml").read_text()
+    text = (ROOT / "tests" / "fixtures" / "kota.yaml").read_text()
     database_line = "  database: sqlite:///var/simpul.db\n"
     assert database_line in text, "config.yaml no longer has the simpul.database line this fixture extends"
     text = text.replace(database_line, f"{database_line}  port: {hub_port}\n", 1)

@@ -44,7 +44,7 @@ def make_repo(path: Path, *, user: bool = True) -> Path:
     if user:
         git(path, "config", "user.name", "Hub Operator")
         git(path, "config", "user.email", "operator@dinas.example")
-    shutil.copy(ROOT / "config.yaml", path / "config.yaml")
+    shutil.copy(ROOT / "tests" / "fixtures" / "kota.yaml", path / "config.yaml")
     git(path, "add", "config.yaml")
     git(
         path,
@@ -88,18 +88,18 @@ def lower_threshold(editor: ConfigEditor, value: int = 800) -> list[str]:
 
 def test_unedited_render_is_byte_identical(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
-    shutil.copy(ROOT / "config.yaml", path)
+    shutil.copy(ROOT / "tests" / "fixtures" / "kota.yaml", path)
 
     editor = ConfigEditor.load(path)
 
-    assert editor.render() == (ROOT / "config.yaml").read_text(encoding="utf-8")
+    assert editor.render() == (ROOT / "tests" / "fixtures" / "kota.yaml").read_text(encoding="utf-8")
     assert editor.diff() == ""
     assert editor.check() == []
 
 
 def test_threshold_edit_changes_one_line(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
-    shutil.copy(ROOT / "config.yaml", path)
+    shutil.copy(ROOT / "tests" / "fixtures" / "kota.yaml", path)
     original = path.read_text(encoding="utf-8")
     editor = ConfigEditor.load(path)
 
@@ -111,7 +111,7 @@ def test_threshold_edit_changes_one_line(tmp_path: Path) -> None:
 
 def test_unchanged_rule_replacement_is_noop(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
-    shutil.copy(ROOT / "config.yaml", path)
+    shutil.copy(ROOT / "tests" / "fixtures" / "kota.yaml", path)
     editor = ConfigEditor.load(path)
 
     for rule_id in editor.rule_ids():
@@ -125,7 +125,7 @@ def test_unchanged_rule_replacement_is_noop(tmp_path: Path) -> None:
 
 def test_quoted_string_keeps_its_quotes(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
-    shutil.copy(ROOT / "config.yaml", path)
+    shutil.copy(ROOT / "tests" / "fixtures" / "kota.yaml", path)
     original = path.read_text(encoding="utf-8")
     editor = ConfigEditor.load(path)
 
@@ -144,7 +144,7 @@ def test_quoted_string_keeps_its_quotes(tmp_path: Path) -> None:
 
 def test_added_key_goes_before_next_rule_comments(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
-    shutil.copy(ROOT / "config.yaml", path)
+    shutil.copy(ROOT / "tests" / "fixtures" / "kota.yaml", path)
     editor = ConfigEditor.load(path)
 
     rule = editor.get_rule("siaga-2")
@@ -167,7 +167,7 @@ def test_added_key_goes_before_next_rule_comments(tmp_path: Path) -> None:
 
 def test_removed_key_is_deleted(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
-    shutil.copy(ROOT / "config.yaml", path)
+    shutil.copy(ROOT / "tests" / "fixtures" / "kota.yaml", path)
     editor = ConfigEditor.load(path)
 
     rule = editor.get_rule("manggarai-siaga-2")
@@ -184,7 +184,7 @@ def test_removed_key_is_deleted(tmp_path: Path) -> None:
 
 def test_add_rule_appends_in_file_style(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
-    shutil.copy(ROOT / "config.yaml", path)
+    shutil.copy(ROOT / "tests" / "fixtures" / "kota.yaml", path)
     original = path.read_text(encoding="utf-8")
     editor = ConfigEditor.load(path)
     rule = {
@@ -226,7 +226,7 @@ def test_add_rule_appends_in_file_style(tmp_path: Path) -> None:
 
 def test_add_rule_with_used_id_is_rejected(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
-    shutil.copy(ROOT / "config.yaml", path)
+    shutil.copy(ROOT / "tests" / "fixtures" / "kota.yaml", path)
     editor = ConfigEditor.load(path)
 
     with pytest.raises(InvalidItem) as raised:
@@ -239,7 +239,7 @@ def test_add_rule_with_used_id_is_rejected(tmp_path: Path) -> None:
 
 def test_missing_rule_is_item_not_found(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
-    shutil.copy(ROOT / "config.yaml", path)
+    shutil.copy(ROOT / "tests" / "fixtures" / "kota.yaml", path)
     editor = ConfigEditor.load(path)
 
     with pytest.raises(ItemNotFound) as raised:
@@ -254,7 +254,7 @@ def test_missing_rule_is_item_not_found(tmp_path: Path) -> None:
 
 def test_form_without_id_is_rejected(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
-    shutil.copy(ROOT / "config.yaml", path)
+    shutil.copy(ROOT / "tests" / "fixtures" / "kota.yaml", path)
     editor = ConfigEditor.load(path)
 
     with pytest.raises(InvalidItem) as raised:
@@ -266,7 +266,7 @@ def test_form_without_id_is_rejected(tmp_path: Path) -> None:
 
 def test_disable_rule_inserts_enabled_after_agency(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
-    shutil.copy(ROOT / "config.yaml", path)
+    shutil.copy(ROOT / "tests" / "fixtures" / "kota.yaml", path)
     editor = ConfigEditor.load(path)
 
     assert editor.set_rule_enabled("tps-penuh", False) is True
@@ -281,7 +281,7 @@ def test_disable_rule_inserts_enabled_after_agency(tmp_path: Path) -> None:
 
 def test_put_device_adds_then_changes(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
-    shutil.copy(ROOT / "config.yaml", path)
+    shutil.copy(ROOT / "tests" / "fixtures" / "kota.yaml", path)
     original = path.read_text(encoding="utf-8")
     editor = ConfigEditor.load(path)
     device = {
@@ -319,7 +319,7 @@ def test_put_device_adds_then_changes(tmp_path: Path) -> None:
 
 def test_text_read_as_boolean_is_quoted(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
-    shutil.copy(ROOT / "config.yaml", path)
+    shutil.copy(ROOT / "tests" / "fixtures" / "kota.yaml", path)
     editor = ConfigEditor.load(path)
 
     device = editor.get_device("tps-stasiun")
@@ -425,7 +425,7 @@ def test_save_without_changes_writes_nothing(repo_config: Path) -> None:
 def test_file_outside_git_is_written_with_mode(tmp_path: Path) -> None:
     assert subprocess.run(["git", "rev-parse"], cwd=tmp_path, capture_output=True).returncode != 0
     path = tmp_path / "config.yaml"
-    shutil.copy(ROOT / "config.yaml", path)
+    shutil.copy(ROOT / "tests" / "fixtures" / "kota.yaml", path)
     os.chmod(path, 0o640)
     editor = ConfigEditor.load(path)
     editor.set_rule_enabled("tps-offline", False)
@@ -565,7 +565,7 @@ def test_list_config_commits_newest_first(repo_config: Path) -> None:
 
 def test_list_config_commits_outside_git_is_empty(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
-    shutil.copy(ROOT / "config.yaml", path)
+    shutil.copy(ROOT / "tests" / "fixtures" / "kota.yaml", path)
 
     assert list_config_commits(path) == []
 
@@ -647,7 +647,7 @@ def test_invalid_yaml_cannot_be_edited(tmp_path: Path) -> None:
 
 def test_rule_model_replaces_rule(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
-    shutil.copy(ROOT / "config.yaml", path)
+    shutil.copy(ROOT / "tests" / "fixtures" / "kota.yaml", path)
     original = path.read_text(encoding="utf-8")
     editor = ConfigEditor.load(path)
     rule = next(rule for rule in editor.validate().config.rules if rule.id == "manggarai-siaga-2")

@@ -26,6 +26,7 @@ ACCOUNTS = {
     "budi": ("Budi Santoso", {"dlh": "viewer"}),
     "rina": ("Rina Operator", {"dinas-sda": "operator", "dlh": "operator"}),
     "admin": ("Admin Kota", {"*": "admin"}),
+    "bpbd-operator": ("Operator BPBD", {"bpbd": "operator"}),
 }
 
 
@@ -42,7 +43,11 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
     """The example config.yaml, and a store where Manggarai reached Siaga 2 and a bin filled up."""
     config_path = tmp_path / "config.yaml"
     # A port nobody listens on, so the pages find no running hub.
-    text = (ROOT / "config.yaml").read_text().replace("simpul:\n", f"simpul:\n  port: {free_port()}\n", 1)
+    text = (
+        (ROOT / "tests" / "fixtures" / "kota.yaml")
+        .read_text()
+        .replace("simpul:\n", f"simpul:\n  port: {free_port()}\n", 1)
+    )
     config_path.write_text(text)
     url = f"sqlite:///{tmp_path}/simpul.db"
     db = connect(url)

@@ -166,7 +166,7 @@ def test_device_page_charts_readings_with_thresholds_and_lists_instances(open_pa
 
     app.selectbox(key="devices_chosen").select("manggarai").run()
 
-    assert "**Keadaan:** Aktif (menyala)" in [item.value.split(" · ")[0] for item in app.markdown]
+    assert "**Keadaan:** Menyala" in [item.value.split(" · ")[0] for item in app.markdown]
     chart = app.get("vega_lite_chart")[0].proto.SerializeToString().decode("utf-8", "replace")
     assert "Manggarai Siaga 2: ≥ 850" in chart
     assert "Manggarai Siaga 2: pulih bila < 800" in chart
@@ -211,3 +211,16 @@ def test_audit_page_lists_config_commits_with_their_diff(open_page: OpenPage, si
     assert any("Sari Wulandari · Change rule manggarai-siaga-2: when.at_least 850 -> 800" in title for title in titles)
     assert any("Simpul Test · Start" in title for title in titles)
     assert "+    when: {device: manggarai, metric: level, at_least: 800, for: 15m}" in app.code[0].value
+
+
+def test_device_chart_follows_a_saved_threshold(open_page: OpenPage) -> None:
+    app = open_page("sari", "views/rules.py")
+    _edit_manggarai_threshold(app, 820)
+    _button(app, "Simpan").click().run()
+
+    app.switch_page("views/devices.py").run()
+    app.selectbox(key="devices_chosen").select("manggarai").run()
+
+    chart = app.get("vega_lite_chart")[0].proto.SerializeToString().decode("utf-8", "replace")
+    assert "Manggarai Siaga 2: ≥ 820" in chart
+    assert "Manggarai Siaga 2: ≥ 850" not in chart

@@ -31,9 +31,9 @@ def test_overview_counts_unresolved_alerts_and_colours_firing_devices(open_page:
         ("Rendah", "1"),
     ]
     legend = app.markdown[0].value
-    assert ":red[●] Aktif (menyala) (2)" in legend
+    assert '<span style="color:#d62728">●</span> Menyala (2)' in legend
     states = app.dataframe[1].value
-    firing = states[states["Keadaan"] == "Aktif (menyala)"]["Perangkat"].tolist()
+    firing = states[states["Keadaan"] == "Menyala"]["Perangkat"].tolist()
     assert sorted(firing) == ["Pintu Air Manggarai", "TPS Pasar Kota"]
 
 
@@ -208,3 +208,12 @@ def test_actions_page_shows_the_health_of_a_running_hub(open_page: OpenPage, sit
     assert "running: yes" in outbox["Detail"]
     assert "last poll: " in outbox["Detail"]
     assert "Action executor Outgoing webhook" in set(parts["Part"])
+
+
+def test_rules_of_an_agency_show_the_devices_they_watch(open_page: OpenPage) -> None:
+    app = open_page("bpbd-operator", "views/devices.py", lang="en")
+
+    shown = set(app.dataframe[0].value["id"])
+    assert {"katulampa", "depok", "manggarai", "hujan-katulampa"} <= shown
+    assert "tps-pasar-kota" not in shown
+    assert not [expander for expander in app.expander if expander.label == "Edit this device"]

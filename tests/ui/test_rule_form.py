@@ -8,12 +8,12 @@ from rules.config_edit import ConfigEditor
 from tests.ui.conftest import ROOT
 from ui.rule_form import rule_from_state, state_from_rule
 
-EDITOR = ConfigEditor.load(ROOT / "config.yaml")
+EDITOR = ConfigEditor.load(ROOT / "tests" / "fixtures" / "kota.yaml")
 
 
 @pytest.mark.parametrize("rule_id", EDITOR.rule_ids())
 def test_an_untouched_form_gives_back_the_rule_unchanged(rule_id: str) -> None:
-    editor = ConfigEditor.load(ROOT / "config.yaml")
+    editor = ConfigEditor.load(ROOT / "tests" / "fixtures" / "kota.yaml")
     original = editor.get_rule(rule_id)
 
     changed = editor.replace_rule(rule_id, rule_from_state(state_from_rule(original), original))

@@ -182,7 +182,13 @@ devices = sorted(
     result.readings, key=lambda key: -sum(1 for a in result.after.alerts + result.before.alerts if a.device_id == key)
 )
 if devices:
-    device_id = st.selectbox(t("common.device", lang), devices, key="backtest_device")
+    names = {device.id: device.name for device in config.devices}
+    device_id = st.selectbox(
+        t("common.device", lang),
+        devices,
+        format_func=lambda key: f"{names.get(key, key)} ({key})",
+        key="backtest_device",
+    )
     points = result.readings[device_id]
     axis_time = t("devices.time", lang, zone=format.zone_name(zone))
     values = pd.DataFrame(
@@ -191,7 +197,8 @@ if devices:
             "value": [point.value for point in points],
         }
     )
-    time_axis = alt.X(f"{axis_time}:T", axis=alt.Axis(format=format.CHART_TIME[lang]))
+    span = points[-1].ts - points[0].ts if points else timedelta(0)
+    time_axis = alt.X(f"{axis_time}:T", axis=alt.Axis(format=format.chart_time(lang, span)))
     metric = after.when.metric or ""
     line = (
         alt.Chart(values).mark_line().encode(x=time_axis, y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)))

@@ -46,7 +46,7 @@ tags = sorted({tag for status in statuses for tag in status.device.tags})
 filters = st.columns([2, 2, 2, 2, 3])
 chosen_agencies = filters[0].multiselect(
     t("common.agency", lang),
-    agency_ids,
+    sorted({status.device.agency for status in statuses}),
     format_func=lambda key: agencies[key].name,
     placeholder=t("common.choose", lang),
     key="devices_agency",
@@ -141,7 +141,8 @@ readings = ops.list_readings(
 )
 local = ZoneInfo(zone)
 axis_time = t("devices.time", lang, zone=format.zone_name(zone))
-time_axis = alt.X(f"{axis_time}:T", axis=alt.Axis(format=format.CHART_TIME[lang]))
+span = readings[-1].ts - readings[0].ts if readings else timedelta(0)
+time_axis = alt.X(f"{axis_time}:T", axis=alt.Axis(format=format.chart_time(lang, span)))
 
 for metric_name, metric in kind.metrics.items():
     points = [reading for reading in readings if reading.metric == metric_name]

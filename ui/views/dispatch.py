@@ -29,9 +29,13 @@ if not teams:
     st.info(t("dispatch.no_teams", lang))
     st.stop()
 
+# The board opens on the first team with open jobs.
+open_jobs = queries.list_jobs(engine=db, agency_ids=agency_ids, statuses=["new", "assigned", "in_progress"])
+busy = [team_id for team_id in teams if any(job.team_id == team_id for job in open_jobs)]
+options = busy + [team_id for team_id in teams if team_id not in busy]
 team_id = st.selectbox(
     t("dispatch.team", lang),
-    options=list(teams),
+    options=options,
     format_func=lambda key: f"{teams[key][1].name} · {teams[key][0].name}",
     key="dispatch_team",
 )

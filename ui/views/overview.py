@@ -41,19 +41,24 @@ def live() -> None:
         column.metric(t(f"severity.{severity}", lang), format.number(total, lang, 0))
 
     st.subheader(t("overview.map", lang))
-    located = [status for status in statuses if status.device.location is not None]
-    legend = "  ".join(
-        f":{STATE_COLOURS[state][1]}[●] {t(f'state.{state}', lang)} "
+    # The most urgent states are drawn last, so a firing gauge is not hidden under a pump or a
+    # rain gauge at the same place.
+    located = sorted(
+        (status for status in statuses if status.device.location is not None),
+        key=lambda status: -desk.DEVICE_STATES.index(status.state),
+    )
+    legend = " &nbsp; ".join(
+        f'<span style="color:{STATE_COLOURS[state]}">●</span> {t(f"state.{state}", lang)} '
         f"({sum(1 for status in statuses if status.state == state)})"
         for state in desk.DEVICE_STATES
     )
-    st.markdown(legend)
+    st.markdown(legend, unsafe_allow_html=True)
     if located:
         points = pd.DataFrame(
             {
                 "lat": [status.device.location.lat for status in located if status.device.location],
                 "lon": [status.device.location.lon for status in located if status.device.location],
-                "colour": [STATE_COLOURS[status.state][0] for status in located],
+                "colour": [STATE_COLOURS[status.state] for status in located],
             }
         )
         st.map(points, latitude="lat", longitude="lon", color="colour", size=120)
