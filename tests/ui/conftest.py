@@ -41,6 +41,8 @@ class Site:
 @pytest.fixture
 def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
     """The example config.yaml, and a store where Manggarai reached Siaga 2 and a bin filled up."""
+    # tests/fixtures/kota.yaml is the example config.yaml as shipped, so a staff member's edit of
+    # config.yaml does not change what these tests expect.
     config_path = tmp_path / "config.yaml"
     # A port nobody listens on, so the pages find no running hub.
     text = (
