@@ -25,7 +25,6 @@ secrets.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -39,6 +38,7 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Annotated, Any, Literal
 
+import pydantic_core
 import sqlalchemy
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
@@ -65,6 +65,10 @@ logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 MAX_READINGS_PER_REQUEST = 10_000
+
+# Maximum length of a reading's sender id and unit, in characters: the length of the store's columns.
+MAX_ID_LENGTH = 200
+MAX_UNIT_LENGTH = 40
 
 # A 422 response lists at most this many shape problems, so that a large broken batch cannot
 # produce a response as large as the request.
@@ -133,12 +137,12 @@ class ReadingIn(BaseModel):
     )
     id: str | None = Field(
         default=None,
-        max_length=200,
+        max_length=MAX_ID_LENGTH,
         description="Idempotency key. Without it the device, metric and ts identify the reading.",
     )
     unit: str | None = Field(
         default=None,
-        max_length=40,
+        max_length=MAX_UNIT_LENGTH,
         description="Unit as sent, stored with the reading without conversion. Without it the metric's unit "
         "from config is stored.",
     )
@@ -230,6 +234,7 @@ class HealthResponse(BaseModel):
 
 
 _READINGS = TypeAdapter(list[ReadingIn])
+_READING_FIELDS = frozenset(ReadingIn.model_fields)
 
 
 # --- errors ---------------------------------------------------------------------------------------
@@ -667,6 +672,13 @@ def _parse_json(body: bytes) -> Any:
     if not body.strip():
         raise ApiError(400, "empty_body", "the request body is empty: send a reading object or a JSON list of them")
     try:
+        # pydantic_core's parser is about twice as fast as json's on a batch of readings. Where it
+        # fails, json parses the body again: it accepts the same documents and a few more (lone
+        # UTF-16 surrogates, UTF-16 and UTF-32 bodies), and its errors give line and column.
+        return pydantic_core.from_json(body)
+    except ValueError:
+        pass
+    try:
         return json.loads(body)
     except json.JSONDecodeError as error:
         raise ApiError(
@@ -706,6 +718,9 @@ def _to_raw_readings(document: Any) -> list[RawReading]:
             "split it into smaller requests",
         )
 
+    plain = _plain_readings(items)
+    if plain is not None:
+        return plain
     try:
         readings = _READINGS.validate_python(items)
     except ValidationError as error:
@@ -719,6 +734,35 @@ def _to_raw_readings(document: Any) -> list[RawReading]:
             problems=problems[:MAX_REPORTED_PROBLEMS],
         ) from None
     return [RawReading(r.device, r.metric, r.value, r.ts, r.id, r.unit) for r in readings]
+
+
+def _plain_readings(items: list[Any]) -> list[RawReading] | None:
+    """Convert items that are valid ReadingIn objects without building the models; return None when
+    any item is not, so that ReadingIn's validation reports its problems.
+
+    The checks are those of ReadingIn in strict mode, with no unknown fields, and they take about a
+    quarter of the time of validating the models and converting them.
+    """
+    readings = []
+    for item in items:
+        if type(item) is not dict or not item.keys() <= _READING_FIELDS or "value" not in item:
+            return None
+        device = item.get("device")
+        metric = item.get("metric")
+        ts = item.get("ts")
+        reading_id = item.get("id")
+        unit = item.get("unit")
+        if type(device) is not str or type(metric) is not str:
+            return None
+        # bool is not one of these types, so true and false are rejected as in _check_timestamp_type.
+        if type(ts) is not str and type(ts) is not int and type(ts) is not float:
+            return None
+        if reading_id is not None and (type(reading_id) is not str or len(reading_id) > MAX_ID_LENGTH):
+            return None
+        if unit is not None and (type(unit) is not str or len(unit) > MAX_UNIT_LENGTH):
+            return None
+        readings.append(RawReading(device, metric, item["value"], ts, reading_id, unit))
+    return readings
 
 
 def _shape_problems(error: ValidationError) -> list[Problem]:
@@ -766,7 +810,17 @@ def _readings_answer(results: list[ReadingResult]) -> JSONResponse:
                 "late": result.late,
             }
         )
-    return JSONResponse({"results": rows, **counts})
+    return _FastJSONResponse({"results": rows, **counts})
+
+
+class _FastJSONResponse(JSONResponse):
+    """A JSONResponse serialised by pydantic_core, about three times faster than json for a batch's results.
+
+    The bytes are those of JSONResponse for content without floats: compact, UTF-8, keys in order.
+    """
+
+    def render(self, content: Any) -> bytes:
+        return pydantic_core.to_json(content)
 
 
 # --- OpenAPI --------------------------------------------------------------------------------------
@@ -1017,7 +1071,9 @@ def _add_readings_route(app: FastAPI, ingestor: Ingestor, guard: _Guard) -> None
         """Submit readings to the ingestor and wait for its commit; a failure forgets the signature so a retry works."""
         source_id = caller.source.source_id
         try:
-            future = ingestor.submit(source_id, raws)
+            # A cancelled request (client gone, server shutting down) does not withdraw the
+            # readings: the writer thread stores them all the same.
+            results = await ingestor.store(source_id, raws)
         except IngestorStopped:
             forget_signature(caller)
             raise ApiError(
@@ -1026,10 +1082,6 @@ def _add_readings_route(app: FastAPI, ingestor: Ingestor, guard: _Guard) -> None
                 "the hub is stopping: send the readings again after the Retry-After delay of 30 seconds",
                 headers={"Retry-After": "30"},
             ) from None
-        try:
-            # shield keeps a cancelled request (client gone, server shutting down) from
-            # cancelling the ingestor's future, which the writer thread completes later.
-            results = await asyncio.shield(asyncio.wrap_future(future))
         except Exception as error:
             forget_signature(caller)
             logger.error("source %s: storing %d readings failed: %s", source_id, len(raws), type(error).__name__)

@@ -93,12 +93,18 @@ class DurableMatcher:
             self._rulesets[name] = self._host.get_ruleset(name)
         return name
 
-    def holds(self, ruleset: str, edge: str, probe: dict[str, Any]) -> bool:
-        """Return whether ``edge`` of ``ruleset`` holds for the probe's values."""
+    def holds(self, ruleset: str, edge: str, probe: dict[str, Any], encoded: str | None = None) -> bool:
+        """Return whether ``edge`` of ``ruleset`` holds for the probe's values.
+
+        ``encoded`` is ``encode_probe(probe)``, for a caller that tests one probe several times.
+        """
         probe_id = next(self._ids)
         compiled = self._rulesets[ruleset]
+        if encoded is None:
+            encoded = encode_probe(probe)
 
-        code, state_handle = durable_rules_engine.assert_event(compiled._handle, _event_json(probe, probe_id, edge))
+        event = f'{{"id":{probe_id},"sid":"0","edge":"{edge}"{encoded}}}'
+        code, state_handle = durable_rules_engine.assert_event(compiled._handle, event)
         if code == _NOT_HANDLED:
             return False
         if code == _OBSERVED:
@@ -115,21 +121,19 @@ class DurableMatcher:
         self._matched = True
 
 
-def _event_json(probe: dict[str, Any], probe_id: int, edge: str) -> str:
-    """Serialise a probe as the JSON event durable_rules reads.
+def encode_probe(probe: dict[str, Any]) -> str:
+    """Serialise a probe's fields as the JSON members that ``holds`` puts into a durable_rules event.
 
     Probe values are finite numbers or text (the pipeline rejects NaN and infinity first), so
     ``repr`` of an int or float is valid JSON; building the text directly is about three times
     faster than ``json.dumps`` on this hot path.
     """
-    parts = [f'{{"id":{probe_id},"sid":"0","edge":"{edge}"']
-    for name, value in probe.items():
-        if isinstance(value, str):
-            parts.append(f',"{name}":{json.dumps(value, ensure_ascii=False)}')
-        else:
-            parts.append(f',"{name}":{value!r}')
-    parts.append("}")
-    return "".join(parts)
+    return "".join(
+        [
+            f',"{name}":{json.dumps(value, ensure_ascii=False)}' if isinstance(value, str) else f',"{name}":{value!r}'
+            for name, value in probe.items()
+        ]
+    )
 
 
 # --- expressions ---------------------------------------------------------------------------------

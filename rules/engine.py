@@ -36,7 +36,7 @@ from zoneinfo import ZoneInfo
 
 from rules.compile import CompiledRule, compile_rules
 from rules.config import Config, Device
-from rules.durable import DurableMatcher
+from rules.durable import DurableMatcher, encode_probe
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +107,18 @@ class Settled:
 
 
 Effect = Firing | Resolution | Settled
+
+
+class _Probe:
+    """The fields of one probe, as a tuple for comparing with an instance's last probe, and their
+    JSON members once ``_step`` needs them."""
+
+    __slots__ = ("encoded", "fields", "items")
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+        self.items = tuple(fields.items())
+        self.encoded: str | None = None
 
 
 class Engine:
@@ -285,9 +297,18 @@ class Engine:
         watchers = self.by_metric.get(key)
         if not watchers:
             return
+        # Rules that read only the value share one probe, so it is serialised at most once.
+        value_only = {"value": reading.value}
+        shared: _Probe | None = None
         for rule, instance in watchers:
             instance.last_value = reading.value
-            probe = self._probe(rule, reading)
+            fields = self._probe(rule, reading, value_only)
+            if fields is not value_only:
+                probe = _Probe(fields)
+            elif shared is None:
+                probe = shared = _Probe(fields)
+            else:
+                probe = shared
             self._step(rule, instance, probe, reading.ts, reading.value)
 
     def _record_history(self, key: tuple[str, str], reading: NormalReading) -> None:
@@ -312,8 +333,11 @@ class Engine:
                 self._change_state(instance, IDLE, None)
             self._set_deadline(instance, reading.ts + rule.offline_after)
 
-    def _probe(self, rule: CompiledRule, reading: NormalReading) -> dict[str, Any]:
-        probe: dict[str, Any] = {"value": reading.value}
+    def _probe(self, rule: CompiledRule, reading: NormalReading, value_only: dict[str, Any]) -> dict[str, Any]:
+        """Return the fields that ``rule`` reads: ``value_only`` itself when it reads only the value."""
+        if rule.change_window is None and not rule.contexts and rule.schedule is None:
+            return value_only
+        probe = dict(value_only)
         if rule.change_window is not None:
             change = self._change(reading.device_id, reading.metric, rule.change_window, reading.ts)
             probe["chg"] = change if change is not None else 0
@@ -337,15 +361,15 @@ class Engine:
             return None
         return newest_value - oldest_value
 
-    def _step(
-        self, rule: CompiledRule, instance: Instance, probe: dict[str, Any], ts: datetime, value: float | str
-    ) -> None:
+    def _step(self, rule: CompiledRule, instance: Instance, probe: _Probe, ts: datetime, value: float | str) -> None:
         """Probe the edge that leaves the instance's state, and take it if it is true (notes 1, 2)."""
         edge = _EDGE_BY_STATE[instance.state]
-        signature = (edge, tuple(probe.items()))
+        signature = (edge, probe.items)
         if instance.last_probe == signature:
             return
-        if not self.matcher.holds(rule.rulesets[instance.device_id], edge, probe):
+        if probe.encoded is None:
+            probe.encoded = encode_probe(probe.fields)
+        if not self.matcher.holds(rule.rulesets[instance.device_id], edge, probe.fields, probe.encoded):
             instance.last_probe = signature
             return
         instance.last_probe = None

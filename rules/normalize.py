@@ -20,6 +20,10 @@ from rules.readings import RawReading
 # Home Assistant and many gateways send these words instead of a value.
 UNAVAILABLE_WORDS = frozenset({"unavailable", "unknown", "none", "null", "nan", "n/a"})
 
+# The ``raw`` of a Rejection from check_value, which the caller replaces with the reading.
+_NO_RAW = RawReading("", "", None, None)
+_NO_METRICS: dict[str, Metric] = {}
+
 
 @dataclass(slots=True, frozen=True)
 class Rejection:
@@ -59,17 +63,21 @@ class Normalizer:
         if not device.enabled:
             return Rejection(raw, "device_disabled", f"device {raw.device!r} is disabled in config.yaml")
 
-        metric = self.metrics.get(device.id, {}).get(raw.metric)
+        metrics = self.metrics.get(device.id, _NO_METRICS)
+        metric = metrics.get(raw.metric)
         if metric is None:
-            known = ", ".join(sorted(self.metrics.get(device.id, {}))) or "none"
+            known = ", ".join(sorted(metrics)) or "none"
             return Rejection(
                 raw, "unknown_metric", f"metric {raw.metric!r} is not defined for {device.id} (known: {known})"
             )
 
-        ts = parse_timestamp(raw.ts, zone or self.default_zone)
-        if isinstance(ts, str):
-            reason = "missing_timestamp" if raw.ts in (None, "") else "invalid_timestamp"
-            return Rejection(raw, reason, ts)
+        ts = raw.ts
+        # Replay and the feeds mostly pass aware UTC datetimes, which need no conversion.
+        if type(ts) is not datetime or ts.tzinfo is not UTC:
+            ts = parse_timestamp(ts, zone or self.default_zone)
+            if isinstance(ts, str):
+                reason = "missing_timestamp" if raw.ts in (None, "") else "invalid_timestamp"
+                return Rejection(raw, reason, ts)
         if now is not None and ts > now + self.future_tolerance:
             return Rejection(
                 raw, "future_timestamp", f"timestamp {ts.isoformat()} is ahead of the hub clock {now.isoformat()}"
@@ -85,9 +93,12 @@ class Normalizer:
 
 def check_value(value: object, metric: Metric) -> float | str | Rejection:
     """Return the typed value, or a Rejection (with ``raw`` unset) naming why it is invalid."""
-    empty = RawReading("", "", None, None)
+    kind = type(value)
+    if (kind is float or kind is int) and not metric.is_state:
+        # The common case, a number; bool, a subclass of int, takes the path below.
+        return _check_range(value, metric)  # type: ignore[arg-type]  # narrowed by the type() test
     if value is None or (isinstance(value, str) and not value.strip()):
-        return Rejection(empty, "missing_value", "the value is empty")
+        return Rejection(_NO_RAW, "missing_value", "the value is empty")
 
     if metric.is_state:
         assert metric.states is not None
@@ -96,32 +107,46 @@ def check_value(value: object, metric: Metric) -> float | str | Rejection:
         else:
             text = str(value).strip().lower()
         if text in UNAVAILABLE_WORDS:
-            return Rejection(empty, "unavailable", f"the sender reported {value!r} instead of a state")
+            return Rejection(_NO_RAW, "unavailable", f"the sender reported {value!r} instead of a state")
         if text not in metric.states:
-            return Rejection(empty, "unknown_state", f"{value!r} is not one of the states {metric.states}")
+            return Rejection(_NO_RAW, "unknown_state", f"{value!r} is not one of the states {metric.states}")
         return text
 
     if isinstance(value, bool):
-        return Rejection(empty, "not_a_number", f"{value!r} is not a number")
-    if isinstance(value, str):
-        text = value.strip()
-        if text.lower() in UNAVAILABLE_WORDS:
-            return Rejection(empty, "unavailable", f"the sender reported {value!r} instead of a number")
-        try:
-            number = float(text)
-        except ValueError:
-            return Rejection(empty, "not_a_number", f"{value!r} is not a number")
-    elif isinstance(value, (int, float)):
-        number = float(value)
-    else:
-        return Rejection(empty, "not_a_number", f"{value!r} is not a number")
+        return Rejection(_NO_RAW, "not_a_number", f"{value!r} is not a number")
+    if isinstance(value, (int, float)):
+        return _check_range(value, metric)
+    if not isinstance(value, str):
+        return Rejection(_NO_RAW, "not_a_number", f"{value!r} is not a number")
 
-    if math.isnan(number) or math.isinf(number):
-        return Rejection(empty, "not_a_number", f"{value!r} is not a finite number")
+    text = value.strip()
+    if text.lower() in UNAVAILABLE_WORDS:
+        return Rejection(_NO_RAW, "unavailable", f"the sender reported {value!r} instead of a number")
+    try:
+        number = float(text)
+    except ValueError:
+        return Rejection(_NO_RAW, "not_a_number", f"{value!r} is not a number")
+    return _check_range(number, metric, value)
+
+
+def _check_range(value: int | float, metric: Metric, sent: object = None) -> float | Rejection:
+    """Return ``value`` as a float if it is finite and inside the metric's range, else a Rejection.
+
+    ``sent`` is the text the number was read from, which a rejection names instead of ``value``.
+    """
+    reported = value if sent is None else sent
+    try:
+        number = float(value)
+    except OverflowError:
+        # An integer beyond the float range, e.g. a JSON number with 400 digits.
+        bits = int(value).bit_length()
+        return Rejection(_NO_RAW, "out_of_range", f"an integer of {bits} bits is beyond the range of a number")
+    if not math.isfinite(number):
+        return Rejection(_NO_RAW, "not_a_number", f"{reported!r} is not a finite number")
     if metric.min is not None and number < metric.min:
-        return Rejection(empty, "out_of_range", f"{number:g} is below the metric's min {metric.min:g}")
+        return Rejection(_NO_RAW, "out_of_range", f"{number:g} is below the metric's min {metric.min:g}")
     if metric.max is not None and number > metric.max:
-        return Rejection(empty, "out_of_range", f"{number:g} is above the metric's max {metric.max:g}")
+        return Rejection(_NO_RAW, "out_of_range", f"{number:g} is above the metric's max {metric.max:g}")
     return number
 
 

@@ -8,6 +8,8 @@ others open and commit their own transaction.
 from __future__ import annotations
 
 import functools
+import itertools
+import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -72,8 +74,11 @@ def insert_readings(*, session: Session | Connection, rows: Sequence[dict[str, A
     """Insert readings already known to be new; a row that collides with a stored one is skipped.
 
     This is the hot path of ingestion and replay, so on a Core Connection the rows go to the
-    driver's ``executemany`` directly: SQLAlchemy's per-value type processing cost more than
-    the insert itself. Timestamps are written as the UTCDateTime column stores them.
+    driver directly: SQLAlchemy's per-value type processing cost more than the insert itself.
+    Timestamps are written as the UTCDateTime column stores them. On SQLite the rows go in
+    multi-row INSERT statements, because sqlite3 releases the GIL for the whole of one statement
+    but takes it back after every row of an ``executemany``. Another thread therefore keeps
+    running while SQLite inserts the rows.
     """
     if not rows:
         return
@@ -81,33 +86,81 @@ def insert_readings(*, session: Session | Connection, rows: Sequence[dict[str, A
         session.execute(_insert_ignoring_conflicts(session, Reading), list(rows))
         return
 
-    columns = ", ".join(_READING_COLUMNS)
-    if session.dialect.name == "sqlite":
-        placeholders = ", ".join("?" * len(_READING_COLUMNS))
-        sql = f"INSERT OR IGNORE INTO reading ({columns}) VALUES ({placeholders})"
-        convert = _sqlite_timestamp
-    else:
-        placeholders = ", ".join(["%s"] * len(_READING_COLUMNS))
-        sql = f"INSERT INTO reading ({columns}) VALUES ({placeholders}) ON CONFLICT DO NOTHING"
-        convert = _aware_utc
+    sqlite = session.dialect.name == "sqlite"
+    convert = _sqlite_timestamp if sqlite else _aware_utc
+    # A batch shares one received_at, and readings of many devices often share a ts, so each
+    # distinct timestamp is converted once.
+    converted: dict[datetime, Any] = {}
+
+    def timestamp(value: datetime) -> Any:
+        text = converted.get(value)
+        if text is None:
+            text = converted[value] = convert(value)
+        return text
+
     values = [
-        tuple(convert(row[name]) if name in ("ts", "received_at") else row[name] for name in _READING_COLUMNS)
+        (
+            row["uid"],
+            row["device_id"],
+            row["metric"],
+            row["value_num"],
+            row["value_text"],
+            row["unit"],
+            timestamp(row["ts"]),
+            timestamp(row["received_at"]),
+            row["source_id"],
+            row["late"],
+        )
         for row in rows
     ]
-    session.exec_driver_sql(sql, values)
+    if not sqlite:
+        session.exec_driver_sql(_POSTGRES_READING_INSERT, values)
+        return
+
+    per_statement = _sqlite_rows_per_statement(session)
+    for start in range(0, len(values), per_statement):
+        chunk = values[start : start + per_statement]
+        session.exec_driver_sql(_sqlite_reading_insert(len(chunk)), tuple(itertools.chain.from_iterable(chunk)))
+
+
+_COLUMN_LIST = ", ".join(_READING_COLUMNS)
+_POSTGRES_READING_INSERT = (
+    f"INSERT INTO reading ({_COLUMN_LIST}) VALUES ({', '.join(['%s'] * len(_READING_COLUMNS))}) ON CONFLICT DO NOTHING"
+)
+# Rows per multi-row INSERT on SQLite, unless the library's bound-parameter limit allows fewer.
+# Larger statements measured no faster on SQLite 3.40.
+_SQLITE_MAX_ROWS_PER_STATEMENT = 500
+
+
+def _sqlite_rows_per_statement(connection: Connection) -> int:
+    # SQLite before 3.32 allows 999 bound parameters per statement, later versions 32766.
+    driver = connection.connection.driver_connection
+    limit = driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if driver is not None else 999
+    return max(1, min(_SQLITE_MAX_ROWS_PER_STATEMENT, limit // len(_READING_COLUMNS)))
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_reading_insert(rows: int) -> str:
+    placeholders = "(" + ", ".join("?" * len(_READING_COLUMNS)) + ")"
+    return f"INSERT OR IGNORE INTO reading ({_COLUMN_LIST}) VALUES " + ", ".join([placeholders] * rows)
 
 
 def _sqlite_timestamp(value: datetime) -> str:
-    # The same text SQLAlchemy's SQLite DATETIME type writes for a naive UTC datetime.
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", timespec="microseconds")
+    """Return the text SQLAlchemy's SQLite DATETIME type writes for the naive UTC form of ``value``."""
+    if value.tzinfo is UTC:
+        # Slicing off "+00:00" is about a third cheaper than astimezone and replace.
+        return value.isoformat(" ", timespec="microseconds")[:26]
+    return _aware_utc(value).replace(tzinfo=None).isoformat(" ", timespec="microseconds")
 
 
 def _aware_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: the store takes aware UTC datetimes only")
     return value.astimezone(UTC)
 
 
 def find_stored_readings(
-    *, session: Session, uids: Sequence[str], keys: Sequence[tuple[str, str, datetime]]
+    *, session: Session | Connection, uids: Sequence[str], keys: Sequence[tuple[str, str, datetime]]
 ) -> tuple[set[str], set[tuple[str, str, datetime]]]:
     """Return which of ``uids`` and which (device, metric, ts) ``keys`` are already stored."""
     stored_uids: set[str] = set()
@@ -116,13 +169,42 @@ def find_stored_readings(
     for start in range(0, len(uids), 500):
         chunk = list(uids[start : start + 500])
         stored_uids.update(session.execute(select(Reading.uid).where(Reading.uid.in_(chunk))).scalars())
-    for device_id, metric, ts in keys:
-        found = session.execute(
-            select(Reading.id).where(Reading.device_id == device_id, Reading.metric == metric, Reading.ts == ts)
-        ).first()
-        if found is not None:
-            stored_keys.add((device_id, metric, ts))
+    if not keys:
+        return stored_uids, stored_keys
+
+    # Keys are joined against the unique (device_id, metric, ts) index in chunks, one statement
+    # per chunk: a query per key cost 0.2 to 0.5 ms each, and a row-value IN scans the whole
+    # index on SQLite 3.40. The statement is plain SQL because SQLAlchemy compiled a VALUES
+    # construct again on every call.
+    connection = session if isinstance(session, Connection) else session.connection()
+    sqlite = connection.dialect.name == "sqlite"
+    convert = _sqlite_timestamp if sqlite else _aware_utc
+    for start in range(0, len(keys), _KEYS_PER_LOOKUP):
+        chunk = keys[start : start + _KEYS_PER_LOOKUP]
+        parameters = [
+            value
+            for position, (device_id, metric, ts) in enumerate(chunk)
+            for value in (position, device_id, metric, convert(ts))
+        ]
+        found = connection.exec_driver_sql(_stored_keys_query(len(chunk), sqlite), tuple(parameters))
+        stored_keys.update(chunk[position] for (position,) in found)
     return stored_uids, stored_keys
+
+
+# Keys per lookup statement: four bound parameters each stay under the 999 that SQLite before
+# 3.32 allows.
+_KEYS_PER_LOOKUP = 200
+
+
+@functools.lru_cache(maxsize=16)
+def _stored_keys_query(keys: int, sqlite: bool) -> str:
+    row = "(?, ?, ?, ?)" if sqlite else "(%s, %s, %s, %s)"
+    rows = ", ".join([row] * keys)
+    return (
+        f"WITH lookup (position, device_id, metric, ts) AS (VALUES {rows}) "
+        "SELECT lookup.position FROM lookup JOIN reading ON reading.device_id = lookup.device_id "
+        "AND reading.metric = lookup.metric AND reading.ts = lookup.ts"
+    )
 
 
 def insert_rejected(*, session: Session | Connection, rows: Sequence[dict[str, Any]]) -> None:

@@ -6,18 +6,21 @@ import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import cast
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
-from sqlalchemy import Engine, inspect, select
+from sqlalchemy import Engine, create_engine, inspect, select
 from sqlmodel import Session
 
 from rules.config import Config
 from rules.engine import Instance
-from rules.pipeline import Pipeline
+from rules.pipeline import Pipeline, _ReadingWriter
 from rules.readings import RawReading
 from rules.store import ops
-from rules.store.db import connect
+from rules.store.db import checkpoint_wal, connect
 from rules.store.models import ActionRun, Alert, AuditEntry, DispatchJob, Reading, RejectedReading
 
 POSTGRES_URL = os.environ.get("SIMPUL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -284,3 +287,165 @@ def test_latest_values_ignore_late_readings(db: Engine) -> None:
     with Session(db) as session:
         late = session.execute(select(Reading.ts).where(Reading.late.is_(True))).scalars().all()
     assert late == [T0]
+
+
+# --- the pipeline's write path: driver-level statements on a Core connection ----------------------
+
+WIB = ZoneInfo("Asia/Jakarta")
+
+
+def _many_rows(count: int) -> list[dict[str, object]]:
+    """Rows for ``count`` readings one minute apart, with every kind of value the statements bind.
+
+    Every third row has a sender id, every fifth a text value, and every seventh a ts in WIB.
+    """
+    rows = []
+    for index in range(count):
+        ts = T0 + timedelta(minutes=index)
+        text = index % 5 == 0
+        rows.append(
+            {
+                "uid": f"m-{index}" if index % 3 == 0 else None,
+                "device_id": "pa-manggarai",
+                "metric": "state" if text else "level",
+                "value_num": None if text else 700.0 + index,
+                "value_text": "on" if text else None,
+                "unit": None if text else "cm",
+                "ts": ts.astimezone(WIB) if index % 7 == 0 else ts,
+                "received_at": T0,
+                "source_id": "test",
+                "late": index % 11 == 0,
+            }
+        )
+    return rows
+
+
+def test_connection_insert_reads_back_through_orm(db: Engine) -> None:
+    rows = _many_rows(1234)
+
+    with db.begin() as connection:
+        ops.insert_readings(session=connection, rows=rows)
+    with Session(db) as session:
+        stored = session.execute(select(Reading).order_by(Reading.id)).scalars().all()
+
+    assert len(stored) == len(rows)
+    for row, reading in zip(rows, stored, strict=True):
+        columns = ("uid", "device_id", "metric", "value_num", "value_text", "unit", "ts", "source_id", "late")
+        assert {name: getattr(reading, name) for name in columns} == {name: row[name] for name in columns}
+        assert reading.ts.tzinfo is not None
+        assert reading.received_at == T0
+
+
+def test_connection_insert_skips_colliding_rows(db: Engine) -> None:
+    first, second, third = _many_rows(3)
+    again = dict(first, ts=T0 + timedelta(hours=5))
+
+    with db.begin() as connection:
+        ops.insert_readings(session=connection, rows=[first, second])
+    with db.begin() as connection:
+        ops.insert_readings(session=connection, rows=[again, second, third])
+    with Session(db) as session:
+        stored = session.execute(select(Reading.uid, Reading.ts).order_by(Reading.id)).all()
+
+    assert [tuple(row) for row in stored] == [(row["uid"], row["ts"]) for row in (first, second, third)]
+
+
+def test_keys_of_connection_rows_are_found(db: Engine) -> None:
+    rows = _many_rows(450)
+    with db.begin() as connection:
+        ops.insert_readings(session=connection, rows=rows)
+    stored = [(str(row["device_id"]), str(row["metric"]), cast(datetime, row["ts"])) for row in rows]
+    missing = [("pa-manggarai", "level", T0 - timedelta(minutes=1)), ("pa-depok", "level", T0)]
+    in_wib = [(device, metric, ts.astimezone(WIB)) for device, metric, ts in stored[:5]]
+
+    with db.connect() as connection:
+        _uids, found = ops.find_stored_readings(session=connection, uids=[], keys=[*stored, *missing])
+        _uids, found_in_wib = ops.find_stored_readings(session=connection, uids=[], keys=in_wib)
+
+    assert found == set(stored)
+    assert found_in_wib == set(in_wib)
+
+
+def test_large_batch_stored_and_evaluated(db: Engine) -> None:
+    pipeline = Pipeline(_config(), db, event_clock=True)
+    values = [900 if index % 100 == 50 else 800 for index in range(1300)]
+    raws = [RawReading("pa-manggarai", "level", value, T0 + timedelta(minutes=i)) for i, value in enumerate(values)]
+
+    results = pipeline.process("test", raws)
+
+    assert [result.outcome for result in results] == ["accepted"] * 1300
+    assert pipeline.tally.readings["accepted"] == 1300
+    with Session(db) as session:
+        stored = session.execute(select(Reading.ts, Reading.value_num).order_by(Reading.id)).all()
+        alerts = session.execute(select(Alert).order_by(Alert.id)).scalars().all()
+    assert [tuple(row) for row in stored] == [(raw.ts, float(value)) for raw, value in zip(raws, values, strict=True)]
+    assert [alert.opened_at for alert in alerts] == [T0 + timedelta(minutes=i) for i in range(50, 1300, 100)]
+    assert [alert.resolved_at for alert in alerts] == [T0 + timedelta(minutes=i + 1) for i in range(50, 1300, 100)]
+
+
+def test_failed_background_insert_fails_transaction(tmp_path: Path) -> None:
+    db = connect(f"sqlite:///{tmp_path}/store.db")
+    thread = Pipeline(_config(), db, event_clock=True)._store_thread
+    assert thread is not None, "a SQLite file store inserts readings on a second thread"
+    broken = [{"uid": "no-other-columns"}]
+
+    try:
+        with (
+            pytest.raises(KeyError, match="device_id"),
+            db.begin() as connection,
+            _ReadingWriter(connection, thread) as writer,
+        ):
+            writer.insert(broken)
+            writer.insert(_many_rows(3))
+        with (
+            pytest.raises(ValueError, match="engine failed"),
+            db.begin() as connection,
+            _ReadingWriter(connection, thread) as writer,
+        ):
+            writer.insert(_many_rows(3))
+            writer.insert(broken)
+            raise ValueError("engine failed")
+        with Session(db) as session:
+            stored = session.execute(select(Reading.uid)).scalars().all()
+    finally:
+        db.dispose()
+
+    assert stored == []
+
+
+def test_checkpoint_copies_wal_into_database_file(tmp_path: Path) -> None:
+    db = connect(f"sqlite:///{tmp_path}/store.db")
+    try:
+        with db.begin() as connection:
+            ops.insert_readings(session=connection, rows=_many_rows(500))
+        size_before = (tmp_path / "store.db").stat().st_size
+
+        checkpoint_wal(db)
+        size_after = (tmp_path / "store.db").stat().st_size
+    finally:
+        db.dispose()
+
+    assert size_after > size_before
+
+
+def test_failed_checkpoint_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "notes.db").write_text("not a database")
+    db = create_engine(f"sqlite:///{tmp_path}/notes.db")
+
+    try:
+        checkpoint_wal(db)
+    finally:
+        db.dispose()
+
+    assert [record.levelname for record in caplog.records] == ["WARNING"]
+    assert "WAL checkpoint of sqlite:///" in caplog.records[0].getMessage()
+    assert "file is not a database" in caplog.records[0].getMessage()
+
+
+def test_connection_rejects_naive_timestamp(db: Engine) -> None:
+    naive = dict(_many_rows(1)[0], ts=datetime(2025, 1, 1))
+
+    with pytest.raises(ValueError, match="naive datetime"), db.begin() as connection:
+        ops.insert_readings(session=connection, rows=[naive])
+    with pytest.raises(ValueError, match="naive datetime"), db.connect() as connection:
+        ops.find_stored_readings(session=connection, uids=[], keys=[("pa-manggarai", "level", datetime(2025, 1, 1))])
