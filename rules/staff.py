@@ -1,4 +1,4 @@
-"""What the staff pages show and do: device states, guarded alert, job and run actions, hub health.
+"""Service functions of the staff pages: device states, guarded alert, job and run actions, hub health.
 
 Pages call these functions and never touch SQL or the engine. Each action checks the staff
 member's role in the agency that owns the alert, job or rule before it changes anything.
@@ -55,8 +55,8 @@ def _offline_after(config: Config, device: Device) -> timedelta | None:
 def visible_devices(config: Config, agency_ids: list[str]) -> set[str]:
     """Return the ids of the devices of ``agency_ids`` and of the devices their rules watch.
 
-    A disaster office whose rules watch another department's river gauges sees those gauges,
-    because its alerts are about them; changing them still needs a role in their own agency.
+    A disaster office whose rules watch another department's river gauges can view those
+    gauges, because its alerts are about them. Changing them needs a role in their own agency.
     """
     own = {device.id for device in config.devices if device.agency in agency_ids}
     watched = {
@@ -70,10 +70,10 @@ def device_statuses(
 ) -> list[DeviceStatus]:
     """Return the state of every device visible to ``agency_ids``, worst first and then by name.
 
-    A device is firing while any of its rule instances is firing or clearing, offline when
-    its offline rule fires or it has been silent for longer than its ``offline_after``,
-    pending while an instance waits out a ``for`` duration, and has no data until its first
-    accepted reading.
+    A device is firing while any of its rule instances is firing or clearing. It is offline
+    when its offline rule fires or it has been silent for longer than its ``offline_after``.
+    It is pending while an instance waits out a ``for`` duration, and has no data until its
+    first accepted reading.
     """
     moment = now or utc_now()
     seen = queries.last_seen(engine=engine)
