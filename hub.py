@@ -380,7 +380,7 @@ def command_jobs(args: argparse.Namespace) -> int:
 
 
 def _read_password(variable: str | None) -> str | None:
-    """The new password from the environment variable ``variable``, or typed twice at a prompt."""
+    """Read the new password from the environment variable ``variable``, or ask for it twice at a prompt."""
     import getpass
 
     if variable:
@@ -466,7 +466,7 @@ def command_users(args: argparse.Namespace) -> int:
 
 
 def _streamlit(config_path: str, db: str | None, host: str, port: int) -> tuple[list[str], dict[str, str]]:
-    """The command line and environment that run the staff pages on ``host:port``."""
+    """Build the command line and environment that run the staff pages on ``host:port``."""
     environment = {**os.environ, "SIMPUL_CONFIG": str(Path(config_path).resolve())}
     if db:
         environment["SIMPUL_DATABASE_URL"] = db

@@ -400,7 +400,7 @@ class HomeAssistantExecutor:
         """Switch to the home_assistant sources of a reloaded config.
 
         When a source with an open connection changed or is gone, every connection is closed,
-        because they share one event loop; the next run through each source opens it again.
+        because they share one event loop. The next run through each source opens it again.
         """
         new = {source.id: source for source in sources}
         with self._lock:

@@ -398,8 +398,11 @@ class MqttCommandExecutor:
         }
 
     def use_sources(self, sources: Iterable[MqttSource]) -> None:
-        """Switch to the mqtt sources of a reloaded config; close the clients of sources that changed
-        or are gone, so the next run through them connects with the new settings."""
+        """Switch to the mqtt sources of a reloaded config.
+
+        Clients of sources that changed or are gone are closed, so the next run through them
+        connects with the new settings.
+        """
         new = {source.id: source for source in sources}
         with self._lock:
             stale = [source_id for source_id in self._connections if new.get(source_id) != self.sources.get(source_id)]

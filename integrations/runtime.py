@@ -140,7 +140,7 @@ def _reload(use_config: Callable[[Config], None], db: Engine, config_path: Path)
     """Load the config again and switch the pipeline and the action executors to it, unless the file
     has problems.
 
-    NOTE: sources that a reload adds, changes or removes do not start or stop their feeds; the
+    NOTE: sources that a reload adds, changes or removes do not start or stop their feeds. The
     hub reads mqtt and home_assistant sources for readings as they were when it started.
     """
     loaded = load_config(config_path)

@@ -111,7 +111,7 @@ def test_alerts_ack_then_resolve(store: tuple[Path, str], capsys: pytest.Capture
     assert capsys.readouterr().out == "alert 1 is now acknowledged\nalert 1 is now resolved\n"
 
 
-def test_users_add_takes_the_password_from_the_environment(
+def test_users_add_password_from_env(
     store: tuple[Path, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from rules import users
@@ -134,7 +134,7 @@ def test_users_add_takes_the_password_from_the_environment(
     assert member.roles == {"dinas-sda": "operator"}
 
 
-def test_users_add_refuses_an_unknown_agency_in_the_config_language(
+def test_users_add_unknown_agency(
     store: tuple[Path, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config_path, url = store
@@ -160,7 +160,7 @@ def test_users_add_refuses_an_unknown_agency_in_the_config_language(
     assert "instansi dinas-pu tidak dikenal" in capsys.readouterr().err
 
 
-def test_replay_without_a_file_source_says_how_to_add_one(
+def test_replay_without_file_source(
     store: tuple[Path, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     config_path, _url = store
@@ -173,7 +173,7 @@ def test_replay_without_a_file_source_says_how_to_add_one(
     assert "the config has no file source: add a source with type: file" in capsys.readouterr().err
 
 
-def test_users_add_without_a_terminal_asks_for_password_env(
+def test_users_add_without_terminal(
     store: tuple[Path, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import io

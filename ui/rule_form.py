@@ -213,10 +213,10 @@ def load_state(rule: Mapping[str, Any]) -> None:
 
 
 def current_state() -> dict[str, Any]:
-    """The form's values, read from the session state, with action field edits applied.
+    """Read the form's values from the session state, with the action field edits applied.
 
-    Streamlit drops the state of a widget that a run does not draw (the clear fields while the
-    clear toggle is off, say), so the values the rule was loaded with stand in for those.
+    Streamlit drops the state of a widget that a run does not draw, such as the clear fields
+    while the clear toggle is off. The values the rule was loaded with are used for those.
     """
     state = dict(st.session_state.get(INITIAL, {}))
     state |= {

@@ -1,6 +1,6 @@
 """Every label and message of the staff pages, in Indonesian and English.
 
-Pages call ``t(key, lang, **params)``; a key missing from ``LABELS`` raises KeyError unless a
+Pages call ``t(key, lang, **params)``. A key missing from ``LABELS`` raises KeyError unless a
 ``default`` is given, so a forgotten label fails the page tests instead of showing a raw key.
 """
 

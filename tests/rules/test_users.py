@@ -13,7 +13,7 @@ PASSWORD = "kata-sandi-panjang"
 AGENCIES = ["bpbd", "dinas-sda", "dlh"]
 
 
-def test_only_an_argon2_hash_of_the_password_is_stored(db: Engine) -> None:
+def test_password_stored_as_argon2_hash(db: Engine) -> None:
     users.create_user(engine=db, username="sari", full_name="Sari", password=PASSWORD, roles={"dlh": "viewer"}, by="t")
 
     with Session(db) as session:
@@ -23,7 +23,7 @@ def test_only_an_argon2_hash_of_the_password_is_stored(db: Engine) -> None:
     assert PASSWORD not in stored.password_hash
 
 
-def test_login_needs_the_right_password_and_an_active_account(db: Engine) -> None:
+def test_login_needs_password_and_active_account(db: Engine) -> None:
     users.create_user(engine=db, username="sari", full_name="Sari", password=PASSWORD, roles={"dlh": "viewer"}, by="t")
 
     assert users.authenticate(engine=db, username="sari", password=PASSWORD) is not None
@@ -43,7 +43,7 @@ def test_login_needs_the_right_password_and_an_active_account(db: Engine) -> Non
         ({"dinas-pu": "viewer"}, "account_unknown_agency"),
     ],
 )
-def test_bad_roles_are_refused_with_a_coded_reason(db: Engine, roles: dict[str, str], code: str) -> None:
+def test_bad_roles_are_rejected(db: Engine, roles: dict[str, str], code: str) -> None:
     with pytest.raises(users.AccountError) as caught:
         users.create_user(
             engine=db, username="sari", full_name="Sari", password=PASSWORD, roles=roles, agencies=AGENCIES, by="t"
@@ -53,7 +53,7 @@ def test_bad_roles_are_refused_with_a_coded_reason(db: Engine, roles: dict[str, 
     assert users.count_users(engine=db) == 0
 
 
-def test_short_passwords_and_taken_usernames_are_refused(db: Engine) -> None:
+def test_short_password_and_taken_username(db: Engine) -> None:
     with pytest.raises(users.AccountError, match="password_too_short"):
         users.create_user(
             engine=db, username="sari", full_name="Sari", password="pendek", roles={"dlh": "admin"}, by="t"
@@ -65,7 +65,7 @@ def test_short_passwords_and_taken_usernames_are_refused(db: Engine) -> None:
         )
 
 
-def test_roles_rise_in_order_and_stay_inside_their_agency() -> None:
+def test_roles_stay_inside_agency() -> None:
     operator = users.Staff(username="rina", full_name="Rina", roles={"dinas-sda": "operator", "dlh": "viewer"})
 
     assert operator.can("handle_alerts", "dinas-sda")
@@ -77,7 +77,7 @@ def test_roles_rise_in_order_and_stay_inside_their_agency() -> None:
         operator.require("update_jobs", "dlh")
 
 
-def test_a_role_for_every_agency_combines_with_a_higher_local_role() -> None:
+def test_every_agency_role_combines() -> None:
     member = users.Staff(username="kepala", full_name="Kepala", roles={"*": "viewer", "bpbd": "admin"})
 
     assert member.agencies("view", AGENCIES) == AGENCIES

@@ -44,7 +44,7 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
     # tests/fixtures/kota.yaml is the example config.yaml as shipped, so a staff member's edit of
     # config.yaml does not change what these tests expect.
     config_path = tmp_path / "config.yaml"
-    # A port nobody listens on, so the pages find no running hub.
+    # A free port with no listener, so the pages find no running hub.
     text = (
         (ROOT / "tests" / "fixtures" / "kota.yaml")
         .read_text()

@@ -7,14 +7,14 @@ from streamlit.testing.v1 import AppTest
 from tests.ui.conftest import APP, log_in
 
 
-def test_login_page_is_indonesian_by_default(site: object) -> None:
+def test_login_page_is_indonesian(site: object) -> None:
     app = AppTest.from_file(str(APP), default_timeout=60).run()
 
     assert app.title[0].value == "Simpul · Masuk"
     assert app.text_input(key="login_username").label == "Nama pengguna"
 
 
-def test_wrong_password_is_refused(site: object) -> None:
+def test_wrong_password_is_rejected(site: object) -> None:
     app = AppTest.from_file(str(APP), default_timeout=60).run()
 
     log_in(app, "sari", "salah-sekali-123")

@@ -42,9 +42,7 @@ def _edit_manggarai_threshold(app: AppTest, value: float) -> None:
     app.number_input(key="rules_value").set_value(value).run()
 
 
-def test_rule_edit_shows_the_change_and_saves_it_with_comments_kept(
-    open_page: OpenPage, site: Site, repository: Path
-) -> None:
+def test_rule_save_keeps_comments(open_page: OpenPage, site: Site, repository: Path) -> None:
     before = site.config_path.read_text()
     app = open_page("sari", "views/rules.py")
 
@@ -67,7 +65,7 @@ def test_rule_edit_shows_the_change_and_saves_it_with_comments_kept(
     assert app.success[0].value.startswith("Aturan disimpan ke config.yaml (commit ")
 
 
-def test_an_invalid_duration_is_shown_at_its_field_and_blocks_saving(open_page: OpenPage, site: Site) -> None:
+def test_invalid_duration_blocks_save(open_page: OpenPage, site: Site) -> None:
     before = site.config_path.read_text()
     app = open_page("sari", "views/rules.py", lang="en")
     app.selectbox(key="rules_chosen").select("manggarai-siaga-2").run()
@@ -80,7 +78,7 @@ def test_an_invalid_duration_is_shown_at_its_field_and_blocks_saving(open_page: 
     assert site.config_path.read_text() == before
 
 
-def test_a_file_changed_on_disk_is_not_overwritten(open_page: OpenPage, site: Site) -> None:
+def test_changed_file_is_not_overwritten(open_page: OpenPage, site: Site) -> None:
     app = open_page("sari", "views/rules.py")
     _edit_manggarai_threshold(app, 800)
     theirs = site.config_path.read_text().replace("name: Manggarai Siaga 2", "name: Manggarai Siaga II")
@@ -93,7 +91,7 @@ def test_a_file_changed_on_disk_is_not_overwritten(open_page: OpenPage, site: Si
     assert "Manggarai Siaga II" in app.code[-2].value
 
 
-def test_an_editor_of_another_agency_only_reads_the_rule(open_page: OpenPage, site: Site) -> None:
+def test_other_agency_editor_reads_only(open_page: OpenPage, site: Site) -> None:
     from rules import users
     from tests.ui.conftest import PASSWORD
 
@@ -113,7 +111,7 @@ def test_an_editor_of_another_agency_only_reads_the_rule(open_page: OpenPage, si
     assert not [button for button in app.button if button.label == "Simpan"]
 
 
-def test_a_new_rule_is_added_to_the_file(open_page: OpenPage, site: Site) -> None:
+def test_new_rule_is_added(open_page: OpenPage, site: Site) -> None:
     app = open_page("sari", "views/rules.py")
     app.selectbox(key="rules_chosen").select("__new__").run()
     app.text_input(key="rules_id").input("depok-siaga-1").run()
@@ -130,7 +128,7 @@ def test_a_new_rule_is_added_to_the_file(open_page: OpenPage, site: Site) -> Non
     assert (rule.name, rule.when.device, rule.when.at_least) == ("Depok Siaga 1", "depok", 350)
 
 
-def test_try_on_history_compares_both_thresholds_then_saves(open_page: OpenPage, site: Site) -> None:
+def test_backtest_compares_then_saves(open_page: OpenPage, site: Site) -> None:
     app = open_page("sari", "views/rules.py")
     _edit_manggarai_threshold(app, 875)
     _button(app, "Uji pada riwayat dulu").click().run()
@@ -149,7 +147,7 @@ def test_try_on_history_compares_both_thresholds_then_saves(open_page: OpenPage,
     assert rule.when.at_least == 875
 
 
-def test_quick_threshold_change_on_the_history_page_needs_no_editor(open_page: OpenPage) -> None:
+def test_backtest_quick_threshold_change(open_page: OpenPage) -> None:
     app = open_page("budi", "views/backtest.py", lang="en")
     app.selectbox(key="backtest_rule").select("tps-penuh").run()
     app.number_input(key="backtest_threshold_tps-penuh").set_value(96).run()
@@ -161,7 +159,7 @@ def test_quick_threshold_change_on_the_history_page_needs_no_editor(open_page: O
     assert not [button for button in app.button if button.label == "Save this change"]
 
 
-def test_device_page_charts_readings_with_thresholds_and_lists_instances(open_page: OpenPage) -> None:
+def test_device_chart_shows_thresholds(open_page: OpenPage) -> None:
     app = open_page("sari", "views/devices.py")
 
     app.selectbox(key="devices_chosen").select("manggarai").run()
@@ -174,7 +172,7 @@ def test_device_page_charts_readings_with_thresholds_and_lists_instances(open_pa
     assert sorted(instances["Aturan"]) == ["Manggarai Siaga 2", "Siaga 2 tinggi muka air", "Siaga 3 tinggi muka air"]
 
 
-def test_device_list_filters_by_state_and_search(open_page: OpenPage) -> None:
+def test_device_list_filters(open_page: OpenPage) -> None:
     app = open_page("admin", "views/devices.py", lang="en")
 
     app.multiselect(key="devices_state").select("firing").run()
@@ -183,7 +181,7 @@ def test_device_list_filters_by_state_and_search(open_page: OpenPage) -> None:
     assert app.dataframe[0].value["id"].tolist() == ["tps-pasar-kota"]
 
 
-def test_registering_a_device_writes_it_to_the_config(open_page: OpenPage, site: Site) -> None:
+def test_device_registration_saves_config(open_page: OpenPage, site: Site) -> None:
     app = open_page("sari", "views/devices.py")
     app.text_input(key="devices_new_id").input("pa-karet")
     app.text_input(key="devices_new_name").input("Pintu Air Karet")
@@ -200,7 +198,7 @@ def test_registering_a_device_writes_it_to_the_config(open_page: OpenPage, site:
     assert (device.agency, device.location.lat if device.location else None) == ("dinas-sda", -6.2025)
 
 
-def test_audit_page_lists_config_commits_with_their_diff(open_page: OpenPage, site: Site, repository: Path) -> None:
+def test_audit_lists_config_commits(open_page: OpenPage, site: Site, repository: Path) -> None:
     app = open_page("sari", "views/rules.py")
     _edit_manggarai_threshold(app, 800)
     _button(app, "Simpan").click().run()
@@ -213,7 +211,7 @@ def test_audit_page_lists_config_commits_with_their_diff(open_page: OpenPage, si
     assert "+    when: {device: manggarai, metric: level, at_least: 800, for: 15m}" in app.code[0].value
 
 
-def test_device_chart_follows_a_saved_threshold(open_page: OpenPage) -> None:
+def test_device_chart_follows_saved_threshold(open_page: OpenPage) -> None:
     app = open_page("sari", "views/rules.py")
     _edit_manggarai_threshold(app, 820)
     _button(app, "Simpan").click().run()

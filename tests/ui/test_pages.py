@@ -21,7 +21,7 @@ def _button(app: AppTest, label: str):  # type: ignore[no-untyped-def]
     return next(button for button in app.button if button.label == label)
 
 
-def test_overview_counts_unresolved_alerts_and_colours_firing_devices(open_page: OpenPage) -> None:
+def test_overview_counts_and_colours(open_page: OpenPage) -> None:
     app = open_page("admin", "views/overview.py")
 
     assert [(metric.label, metric.value) for metric in app.metric] == [
@@ -37,7 +37,7 @@ def test_overview_counts_unresolved_alerts_and_colours_firing_devices(open_page:
     assert sorted(firing) == ["Pintu Air Manggarai", "TPS Pasar Kota"]
 
 
-def test_overview_shows_only_the_agencies_of_the_reader(open_page: OpenPage) -> None:
+def test_overview_limited_to_reader_agencies(open_page: OpenPage) -> None:
     app = open_page("budi", "views/overview.py", lang="en")
 
     assert [(metric.label, metric.value) for metric in app.metric] == [
@@ -49,7 +49,7 @@ def test_overview_shows_only_the_agencies_of_the_reader(open_page: OpenPage) -> 
     assert set(app.dataframe[0].value["Agency"]) == {"Dinas Lingkungan Hidup"}
 
 
-def test_operator_acknowledges_then_resolves_an_alert_with_notes(open_page: OpenPage, site: Site) -> None:
+def test_operator_acknowledges_and_resolves(open_page: OpenPage, site: Site) -> None:
     app = open_page("rina", "views/alerts.py")
     with Session(site.db) as session:
         manggarai = session.exec(select(Alert).where(Alert.rule_id == "manggarai-siaga-2")).one()
@@ -80,7 +80,7 @@ def test_operator_acknowledges_then_resolves_an_alert_with_notes(open_page: Open
     assert sorted(actions) == ["alert_acknowledged", "alert_resolved"]
 
 
-def test_viewer_sees_alerts_without_the_action_form(open_page: OpenPage) -> None:
+def test_viewer_alerts_are_read_only(open_page: OpenPage) -> None:
     app = open_page("budi", "views/alerts.py", lang="en")
 
     assert set(app.dataframe[0].value["Device"]) == {"tps-pasar-kota"}
@@ -88,7 +88,7 @@ def test_viewer_sees_alerts_without_the_action_form(open_page: OpenPage) -> None
     assert not [button for button in app.button if button.label in ("Acknowledge", "Resolve")]
 
 
-def test_dispatch_board_moves_a_job_to_in_progress(open_page: OpenPage, site: Site) -> None:
+def test_dispatch_job_moves_to_in_progress(open_page: OpenPage, site: Site) -> None:
     app = open_page("rina", "views/dispatch.py")
     app.selectbox(key="dispatch_team").select("tim-pompa").run()
     with Session(site.db) as session:
@@ -107,14 +107,14 @@ def test_dispatch_board_moves_a_job_to_in_progress(open_page: OpenPage, site: Si
     assert app.tabs[2].label == "Dikerjakan (1)"
 
 
-def test_dispatch_board_has_no_update_form_for_a_viewer(open_page: OpenPage) -> None:
+def test_dispatch_viewer_cannot_update(open_page: OpenPage) -> None:
     app = open_page("budi", "views/dispatch.py")
 
     assert app.tabs[0].label == "Baru (1)"
     assert not app.expander
 
 
-def test_actions_page_counts_runs_and_says_when_the_hub_is_down(open_page: OpenPage, site: Site) -> None:
+def test_actions_page_hub_down(open_page: OpenPage, site: Site) -> None:
     app = open_page("admin", "views/actions.py", lang="en")
 
     counts = {metric.label: metric.value for metric in app.metric}
@@ -123,7 +123,7 @@ def test_actions_page_counts_runs_and_says_when_the_hub_is_down(open_page: OpenP
     assert app.warning[0].value.startswith(f"The hub does not answer on port {site.port}")
 
 
-def test_audit_page_lists_alert_actions_by_whom(open_page: OpenPage, site: Site) -> None:
+def test_audit_lists_alert_actions(open_page: OpenPage, site: Site) -> None:
     from rules.store import ops
 
     with Session(site.db) as session:
@@ -139,7 +139,7 @@ def test_audit_page_lists_alert_actions_by_whom(open_page: OpenPage, site: Site)
     assert "Truk berangkat" in row["Rincian"]
 
 
-def test_admin_adds_an_account_that_can_then_log_in(open_page: OpenPage, site: Site) -> None:
+def test_admin_adds_account(open_page: OpenPage, site: Site) -> None:
     app = open_page("admin", "views/users.py")
 
     app.text_input(key="users_new_username").input("dewi")
@@ -156,7 +156,7 @@ def test_admin_adds_an_account_that_can_then_log_in(open_page: OpenPage, site: S
     assert member.roles == {"dlh": "operator"}
 
 
-def test_short_password_is_refused_with_the_reason(open_page: OpenPage, site: Site) -> None:
+def test_short_password_is_rejected(open_page: OpenPage, site: Site) -> None:
     app = open_page("admin", "views/users.py", lang="en")
 
     app.text_input(key="users_new_username").input("dewi")
@@ -168,14 +168,14 @@ def test_short_password_is_refused_with_the_reason(open_page: OpenPage, site: Si
     assert users.authenticate(engine=site.db, username="dewi", password="pendek") is None
 
 
-def test_users_page_is_not_offered_to_an_editor(open_page: OpenPage) -> None:
+def test_users_page_hidden_from_editor(open_page: OpenPage) -> None:
     app = open_page("sari")
 
     with pytest.raises(ValueError, match="Could not find a navigation page"):
         app.switch_page("views/users.py")
 
 
-def test_admin_of_one_agency_sees_only_its_accounts(open_page: OpenPage, site: Site) -> None:
+def test_agency_admin_lists_own_accounts(open_page: OpenPage, site: Site) -> None:
     users.create_user(
         engine=site.db, username="ketua-dlh", full_name="Ketua DLH", password=PASSWORD, roles={"dlh": "admin"}, by="t"
     )
@@ -187,7 +187,7 @@ def test_admin_of_one_agency_sees_only_its_accounts(open_page: OpenPage, site: S
     assert app.selectbox(key="users_new_agency").options == ["Dinas Lingkungan Hidup"]
 
 
-def test_actions_page_shows_the_health_of_a_running_hub(open_page: OpenPage, site: Site, tmp_path: Path) -> None:
+def test_actions_page_hub_health(open_page: OpenPage, site: Site, tmp_path: Path) -> None:
     hub = start_hub(
         config_path=site.config_path,
         db_url=site.url,
@@ -210,7 +210,7 @@ def test_actions_page_shows_the_health_of_a_running_hub(open_page: OpenPage, sit
     assert "Action executor Outgoing webhook" in set(parts["Part"])
 
 
-def test_rules_of_an_agency_show_the_devices_they_watch(open_page: OpenPage) -> None:
+def test_watched_devices_are_visible(open_page: OpenPage) -> None:
     app = open_page("bpbd-operator", "views/devices.py", lang="en")
 
     shown = set(app.dataframe[0].value["id"])

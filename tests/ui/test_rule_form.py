@@ -12,7 +12,7 @@ EDITOR = ConfigEditor.load(ROOT / "tests" / "fixtures" / "kota.yaml")
 
 
 @pytest.mark.parametrize("rule_id", EDITOR.rule_ids())
-def test_an_untouched_form_gives_back_the_rule_unchanged(rule_id: str) -> None:
+def test_untouched_form_keeps_rule(rule_id: str) -> None:
     editor = ConfigEditor.load(ROOT / "tests" / "fixtures" / "kota.yaml")
     original = editor.get_rule(rule_id)
 
@@ -22,7 +22,7 @@ def test_an_untouched_form_gives_back_the_rule_unchanged(rule_id: str) -> None:
     assert editor.render() == editor.loaded_text
 
 
-def test_a_threshold_from_an_attribute_stays_an_attribute() -> None:
+def test_attribute_threshold_is_kept() -> None:
     original = EDITOR.get_rule("siaga-2")
     state = state_from_rule(original)
     state["for"] = "10m"
@@ -37,7 +37,7 @@ def test_a_threshold_from_an_attribute_stays_an_attribute() -> None:
     }
 
 
-def test_turning_off_the_clear_condition_keeps_its_duration_only() -> None:
+def test_clear_off_keeps_duration() -> None:
     original = EDITOR.get_rule("manggarai-siaga-2")
     state = state_from_rule(original)
     state["clear_on"] = False
@@ -47,7 +47,7 @@ def test_turning_off_the_clear_condition_keeps_its_duration_only() -> None:
     assert rule["clear"] == {"for": "30m"}
 
 
-def test_whole_number_thresholds_are_written_without_a_fraction() -> None:
+def test_whole_threshold_has_no_fraction() -> None:
     original = EDITOR.get_rule("manggarai-siaga-2")
     state = state_from_rule(original)
     state["value"] = 800.0

@@ -19,8 +19,8 @@ from ui.device_form import device_form
 from ui.text import t
 
 PERIODS = {"6h": timedelta(hours=6), "24h": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
-# NOTE: a chart shows at most this many readings, the oldest of its period; a device that
-# reports every minute fills 30 days with about twice as many. Thinning them out is not done.
+# NOTE: a chart shows at most this many readings, the oldest of its period. A device that
+# reports every minute fills 30 days with about twice as many, and they are not thinned out.
 MAX_POINTS = 20_000
 SYMBOLS = {"above": ">", "below": "<", "at_least": "≥", "at_most": "≤"}
 

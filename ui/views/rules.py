@@ -1,7 +1,7 @@
 """Rules: the list with state and last firing, and a form editor with a live YAML preview.
 
-Every change is validated against the whole config as it is typed; saving writes config.yaml
-(comments kept), commits it and audits it, and the running hub reloads it on its own.
+Every change is validated against the whole config as it is typed. Saving writes config.yaml
+with its comments kept, commits it and audits it, and the running hub then reloads it.
 """
 
 from __future__ import annotations

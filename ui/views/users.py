@@ -35,8 +35,8 @@ def report(error: users.AccountError) -> None:
     st.error(translate(error.code, lang, **error.params))
 
 
-# Accounts are listed when they hold a role in an agency this admin manages; an account with a
-# role for every agency is listed only to admins who hold one too.
+# Accounts are listed when they have a role in an agency this admin manages. An account with a
+# role for every agency is listed only to admins who have one too.
 scope = {*managed, users.ALL_AGENCIES} if member.roles.get(users.ALL_AGENCIES) == "admin" else set(managed)
 accounts = [account for account in users.list_users(engine=db) if set(account.roles) & scope]
 st.dataframe(
